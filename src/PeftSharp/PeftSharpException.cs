@@ -1,0 +1,12 @@
+namespace PeftSharp;
+
+/// <summary>
+/// An error caused by the user's input (a file, a tensor, a flag), not by a bug.
+/// The message is one line that names the file, tensor or flag and what was expected;
+/// the CLI prints it without a stack trace and exits non-zero.
+/// </summary>
+public class PeftSharpException : Exception
+{
+    public PeftSharpException(string message) : base(message) { }
+    public PeftSharpException(string message, Exception inner) : base(message, inner) { }
+}
