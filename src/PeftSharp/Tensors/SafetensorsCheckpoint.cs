@@ -109,6 +109,15 @@ public sealed partial class SafetensorsCheckpoint : IDisposable
     /// <inheritdoc cref="SafetensorsFile.ReadInto"/>
     public void ReadInto(string name, Tensor destination) => FileOf(name).ReadInto(name, destination);
 
+    /// <summary>The path of the file holding a tensor (its shard, for sharded checkpoints), for messages.</summary>
+    public string FilePathOf(string name) => FileOf(name).Path;
+
+    /// <summary>Whether a folder (or file) holds a checkpoint that <see cref="Open"/> would find.</summary>
+    public static bool Exists(string path) =>
+        Directory.Exists(path)
+            ? File.Exists(System.IO.Path.Combine(path, IndexFileName)) || File.Exists(System.IO.Path.Combine(path, SingleFileName))
+            : File.Exists(path);
+
     private SafetensorsFile FileOf(string name)
     {
         if (!_fileOf.TryGetValue(name, out var file))

@@ -1,0 +1,63 @@
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Inference;
+
+/// <summary>Result of scoring a token sequence: how many tokens were predicted and their mean negative log-likelihood.</summary>
+public readonly record struct NllResult(long Tokens, double TotalNll)
+{
+    public double MeanNll => Tokens == 0 ? double.NaN : TotalNll / Tokens;
+    public double Perplexity => Math.Exp(MeanNll);
+}
+
+/// <summary>
+/// Mean next-token negative log-likelihood. Every token after the first is predicted once, from the tokens
+/// before it: a sequence longer than the window is cut into windows of <c>window</c> tokens that overlap by
+/// one (window k starts at k·(window−1)), so each window predicts its tokens 2..n from the ones before it.
+/// </summary>
+public static class Scoring
+{
+    /// <summary>Positions whose log-softmax is computed at once: bounds the float32 logits held in memory.</summary>
+    const long ChunkPositions = 256;
+
+    public static NllResult MeanNll(CausalLM model, IReadOnlyList<int> ids, int? window = null, Action<long, long>? progress = null)
+    {
+        int w = window ?? model.Config.AttentionSpan;
+        if (w < 2) throw new PeftSharpException($"--context: window must be at least 2 tokens, got {w}");
+        if (w > model.Config.AttentionSpan)
+            throw new PeftSharpException($"--context: window {w} exceeds the model's context of {model.Config.AttentionSpan} tokens");
+        double total = 0;
+        long count = 0;
+        using var _ = no_grad();
+        for (long start = 0; start + 1 < ids.Count; start += w - 1)
+        {
+            int len = (int)Math.Min(w, ids.Count - start);
+            var window_ = new long[len];
+            for (int i = 0; i < len; i++) window_[i] = ids[(int)(start + i)];
+            total += WindowNll(model, window_);
+            count += len - 1;
+            progress?.Invoke(start + len, ids.Count);
+        }
+        return new NllResult(count, total);
+    }
+
+    /// <summary>Sum of −log p(token[t+1] | tokens[..t]) over one window.</summary>
+    static double WindowNll(CausalLM model, long[] window)
+    {
+        using var scope = NewDisposeScope();
+        var input = tensor(window, device: model.Device).unsqueeze(0);
+        var hidden = model.Hidden(input)[0]; // [T, hidden]
+        var targets = tensor(window[1..], device: model.Device);
+        double sum = 0;
+        for (long s = 0; s < window.Length - 1; s += ChunkPositions)
+        {
+            using var chunkScope = NewDisposeScope();
+            long n = Math.Min(ChunkPositions, window.Length - 1 - s);
+            var logits = model.Logits(hidden.narrow(0, s, n)).to_type(ScalarType.Float32);
+            var logProbs = logits.log_softmax(-1);
+            var picked = logProbs.gather(1, targets.narrow(0, s, n).unsqueeze(1));
+            sum -= picked.to_type(ScalarType.Float64).sum().item<double>();
+        }
+        return sum;
+    }
+}

@@ -1,0 +1,166 @@
+using PeftSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using Linear = PeftSharp.Models.Layers.Linear;
+using LayerNorm = PeftSharp.Models.Layers.LayerNorm;
+using Embedding = PeftSharp.Models.Layers.Embedding;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+// GPT-2 (transformers' GPT2LMHeadModel), in the order data flows. Parameter names are Hugging Face's:
+// transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f.
+// The Conv1D layers store their weight [in, out]; lm_head is tied to wte.
+
+public sealed class Gpt2Attention : nn.Module<Tensor, Tensor>
+{
+    public Linear c_attn;
+    public Linear c_proj;
+    readonly int heads, headDim, layer;
+
+    public Gpt2Attention(ModelConfig c, int layer, ScalarType dtype, Device device) : base("attn")
+    {
+        heads = c.NHead;
+        headDim = c.NEmbd / c.NHead;
+        this.layer = layer;
+        c_attn = new Linear(c.NEmbd, 3L * c.NEmbd, hasBias: true, fanInFanOut: true, dtype, device);
+        c_proj = new Linear(c.NEmbd, c.NEmbd, hasBias: true, fanInFanOut: true, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, null);
+
+    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        var qkv = c_attn.forward(x).view(b, t, 3, heads, headDim).permute(2, 0, 3, 1, 4); // [3, B, H, T, D]
+        Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        var y = Attention.Causal(q, k, v, attentionMask);
+        return c_proj.forward(y).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
+{
+    public Linear c_fc;
+    public Linear c_proj;
+    readonly string activation;
+
+    public Gpt2Mlp(ModelConfig c, ScalarType dtype, Device device) : base("mlp")
+    {
+        activation = c.ActivationFunction;
+        c_fc = new Linear(c.NEmbd, c.Inner, hasBias: true, fanInFanOut: true, dtype, device);
+        c_proj = new Linear(c.Inner, c.NEmbd, hasBias: true, fanInFanOut: true, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return c_proj.forward(Activations.Apply(activation, c_fc.forward(x))).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
+{
+    public LayerNorm ln_1;
+    public Gpt2Attention attn;
+    public LayerNorm ln_2;
+    public Gpt2Mlp mlp;
+
+    public Gpt2Block(ModelConfig c, int layer, ScalarType dtype, Device device) : base("block")
+    {
+        ln_1 = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
+        attn = new Gpt2Attention(c, layer, dtype, device);
+        ln_2 = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
+        mlp = new Gpt2Mlp(c, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, null);
+
+    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        var h = x.add(attn.Forward(ln_1.forward(x), cache, attentionMask));
+        return h.add_(mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
+{
+    public Embedding wte;
+    public Embedding wpe;
+    public ModuleList<Gpt2Block> h;
+    public LayerNorm ln_f;
+
+    public Gpt2Model(ModelConfig c, ScalarType dtype, Device device) : base("transformer")
+    {
+        wte = new Embedding(c.VocabSize, c.NEmbd, dtype, device);
+        wpe = new Embedding(c.NPositions, c.NEmbd, dtype, device);
+        h = nn.ModuleList(Enumerable.Range(0, c.NLayer).Select(i => new Gpt2Block(c, i, dtype, device)).ToArray());
+        ln_f = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor ids) => Forward(ids, null, null);
+
+    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        long offset = cache?.Length ?? 0, t = ids.shape[1];
+        if (offset + t > wpe.weight.shape[0])
+            throw new PeftSharpException($"sequence of {offset + t} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
+        var positions = arange(offset, offset + t, device: ids.device);
+        var x = wte.forward(ids).add(wpe.forward(positions));
+        foreach (var block in h) x = block.Forward(x, cache, attentionMask);
+        return ln_f.forward(x).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>GPT2LMHeadModel: the transformer plus the vocabulary head tied to <c>wte</c>.</summary>
+public sealed class Gpt2LMHeadModel : CausalLM
+{
+    public Gpt2Model transformer;
+
+    public Gpt2LMHeadModel(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(Gpt2LMHeadModel), config, dtype, device ?? CPU)
+    {
+        if (!config.TieWordEmbeddings)
+            throw new PeftSharpException("config.json: GPT-2 with tie_word_embeddings=false is not supported");
+        transformer = new Gpt2Model(config, dtype, Device);
+        RegisterComponents();
+    }
+
+    public override Tensor OutputEmbedding => transformer.wte.weight;
+
+    public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
+        transformer.Forward(inputIds, cache, attentionMask);
+
+    // Old checkpoints carry the causal-mask buffers; lm_head.weight, when saved, is wte again.
+    public override bool IsIgnorableCheckpointKey(string key) =>
+        key.EndsWith(".attn.bias") || key.EndsWith(".attn.masked_bias") || key == "lm_head.weight";
+
+    // Checkpoints are written with and without the "transformer." prefix.
+    public override string? ParameterNameFor(string key, ISet<string> names) =>
+        names.Contains(key) ? key : names.Contains("transformer." + key) ? "transformer." + key : null;
+
+    public override void InitializeWeights(long seed)
+    {
+        using var gen = new Generator((ulong)seed);
+        double std = 0.02;
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.Contains(".ln_") || name.StartsWith("transformer.ln_f"))
+                Fill(p, name.EndsWith(".weight") ? 1.0 : 0.0);
+            else if (name.EndsWith(".bias"))
+                Fill(p, 0.0);
+            else if (name.EndsWith("c_proj.weight"))
+                InitNormal(p, std / Math.Sqrt(2.0 * Config.NLayer), gen); // GPT-2's residual scaling
+            else
+                InitNormal(p, std, gen);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// Keys and values of past positions, one pair per layer, each [B, kvHeads, T, headDim]. Generation feeds
+/// only new tokens and attends over the cache. The cache owns its tensors; dispose it when done.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    readonly Tensor?[] keys;
+    readonly Tensor?[] values;
+
+    public KvCache(int layers)
+    {
+        keys = new Tensor?[layers];
+        values = new Tensor?[layers];
+    }
+
+    /// <summary>Positions already cached (the offset of the next token).</summary>
+    public long Length => keys[0]?.shape[2] ?? 0;
+
+    /// <summary>Appends this step's keys/values for a layer and returns the full keys/values to attend over.</summary>
+    public (Tensor keys, Tensor values) Append(int layer, Tensor k, Tensor v)
+    {
+        var oldK = keys[layer];
+        var oldV = values[layer];
+        var newK = oldK is null ? k.detach().clone() : cat([oldK, k.detach()], 2);
+        var newV = oldV is null ? v.detach().clone() : cat([oldV, v.detach()], 2);
+        // Held outside any dispose scope: the cache decides their lifetime.
+        newK.DetachFromDisposeScope();
+        newV.DetachFromDisposeScope();
+        oldK?.Dispose();
+        oldV?.Dispose();
+        keys[layer] = newK;
+        values[layer] = newV;
+        return (newK, newV);
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < keys.Length; i++)
+        {
+            keys[i]?.Dispose(); values[i]?.Dispose();
+            keys[i] = values[i] = null;
+        }
+    }
+}

@@ -1,0 +1,167 @@
+using PeftSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using Linear = PeftSharp.Models.Layers.Linear;
+using LayerNorm = PeftSharp.Models.Layers.LayerNorm;
+using Embedding = PeftSharp.Models.Layers.Embedding;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+// The Llama family (transformers' LlamaForCausalLM; Mistral and Qwen2 are the same graph with other
+// defaults), in the order data flows: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
+// Parameter names are Hugging Face's: model.embed_tokens / layers.{i}.{input_layernorm,
+// self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj} / norm, and lm_head.
+
+public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
+{
+    public Linear q_proj;
+    public Linear k_proj;
+    public Linear v_proj;
+    public Linear o_proj;
+    readonly int heads, kvHeads, headDim, layer;
+
+    public LlamaAttention(ModelConfig c, int layer, ScalarType dtype, Device device) : base("self_attn")
+    {
+        heads = c.NumAttentionHeads;
+        kvHeads = c.KeyValueHeads;
+        headDim = c.HeadDim;
+        this.layer = layer;
+        q_proj = new Linear(c.HiddenSize, (long)heads * headDim, c.QkvBias, false, dtype, device);
+        k_proj = new Linear(c.HiddenSize, (long)kvHeads * headDim, c.QkvBias, false, dtype, device);
+        v_proj = new Linear(c.HiddenSize, (long)kvHeads * headDim, c.QkvBias, false, dtype, device);
+        o_proj = new Linear((long)heads * headDim, c.HiddenSize, c.OutputBias, false, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
+
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);
+        var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
+        var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
+        q = RotaryEmbedding.Apply(q, cos, sin);
+        k = RotaryEmbedding.Apply(k, cos, sin);
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        var y = Attention.Causal(q, k, v, attentionMask);
+        return o_proj.forward(y).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+{
+    public Linear gate_proj;
+    public Linear up_proj;
+    public Linear down_proj;
+    readonly string activation;
+
+    public LlamaMlp(ModelConfig c, ScalarType dtype, Device device) : base("mlp")
+    {
+        activation = c.HiddenAct;
+        gate_proj = new Linear(c.HiddenSize, c.IntermediateSize, c.MlpBias, false, dtype, device);
+        up_proj = new Linear(c.HiddenSize, c.IntermediateSize, c.MlpBias, false, dtype, device);
+        down_proj = new Linear(c.IntermediateSize, c.HiddenSize, c.MlpBias, false, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var gated = Activations.Apply(activation, gate_proj.forward(x)).mul_(up_proj.forward(x));
+        return down_proj.forward(gated).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
+{
+    public RmsNorm input_layernorm;
+    public LlamaAttention self_attn;
+    public RmsNorm post_attention_layernorm;
+    public LlamaMlp mlp;
+
+    public LlamaDecoderLayer(ModelConfig c, int layer, ScalarType dtype, Device device) : base("layer")
+    {
+        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        self_attn = new LlamaAttention(c, layer, dtype, device);
+        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        mlp = new LlamaMlp(c, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
+
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        var h = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, cache, attentionMask));
+        return h.add_(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class LlamaModel : nn.Module<Tensor, Tensor>
+{
+    public Embedding embed_tokens;
+    public ModuleList<LlamaDecoderLayer> layers;
+    public RmsNorm norm;
+    readonly RotaryEmbedding rope;
+
+    public LlamaModel(ModelConfig c, ScalarType dtype, Device device) : base("model")
+    {
+        embed_tokens = new Embedding(c.VocabSize, c.HiddenSize, dtype, device);
+        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new LlamaDecoderLayer(c, i, dtype, device)).ToArray());
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        rope = new RotaryEmbedding(c.HeadDim, c.RopeTheta, c.RopeScaling);
+        RegisterComponents();
+    }
+
+    public RotaryEmbedding Rope => rope;
+
+    public override Tensor forward(Tensor ids) => Forward(ids, null, null);
+
+    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        var x = embed_tokens.forward(ids);
+        var (cos, sin) = rope.Tables(cache?.Length ?? 0, ids.shape[1], x.dtype, x.device);
+        foreach (var layer in layers) x = layer.Forward(x, cos, sin, cache, attentionMask);
+        return norm.forward(x).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>LlamaForCausalLM (also Mistral and Qwen2): the decoder plus <c>lm_head</c>, tied to embed_tokens when the config says so.</summary>
+public sealed class LlamaForCausalLM : CausalLM
+{
+    public LlamaModel model;
+    public Linear? lm_head;
+
+    public LlamaForCausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(LlamaForCausalLM), config, dtype, device ?? CPU)
+    {
+        model = new LlamaModel(config, dtype, Device);
+        lm_head = config.TieWordEmbeddings ? null : new Linear(config.HiddenSize, config.VocabSize, false, false, dtype, Device);
+        RegisterComponents();
+    }
+
+    public override Tensor OutputEmbedding => lm_head?.weight ?? model.embed_tokens.weight;
+
+    public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
+        model.Forward(inputIds, cache, attentionMask);
+
+    // Older exports saved the rotary inverse frequencies; tied checkpoints may still carry lm_head.
+    public override bool IsIgnorableCheckpointKey(string key) =>
+        key.EndsWith(".rotary_emb.inv_freq") || (lm_head is null && key == "lm_head.weight");
+
+    public override void InitializeWeights(long seed)
+    {
+        using var gen = new Generator((ulong)seed);
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("norm.weight")) Fill(p, 1.0);
+            else if (name.EndsWith(".bias")) Fill(p, 0.0);
+            else InitNormal(p, 0.02, gen);
+        }
+    }
+}

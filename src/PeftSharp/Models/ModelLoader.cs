@@ -1,0 +1,103 @@
+using PeftSharp.Tensors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// Builds a model from <c>config.json</c> and fills it from the folder's safetensors checkpoint
+/// (single file or sharded), matching Hugging Face key names directly: no renaming table.
+/// </summary>
+public static class ModelLoader
+{
+    public static readonly Device Meta = new(DeviceType.META);
+
+    /// <summary>An uninitialised model of the config's family (parameters allocated with torch.empty).</summary>
+    public static CausalLM Create(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null) =>
+        config.ModelType switch
+        {
+            "gpt2" => new Gpt2LMHeadModel(config, dtype, device),
+            "llama" or "mistral" or "qwen2" => new LlamaForCausalLM(config, dtype, device),
+            _ => throw new PeftSharpException($"unknown model_type \"{config.ModelType}\""),
+        };
+
+    /// <summary>A model on the meta device: shapes and parameter counts without memory.</summary>
+    public static CausalLM CreateMeta(ModelConfig config, ScalarType dtype = ScalarType.Float32) => Create(config, dtype, Meta);
+
+    public static bool HasWeights(string modelDir) => SafetensorsCheckpoint.Exists(modelDir);
+
+    /// <summary>Loads config and weights. Each parameter is read straight into its own storage (one copy in memory).</summary>
+    public static CausalLM Load(string modelDir, ScalarType dtype = ScalarType.Float32, Device? device = null)
+    {
+        var config = ModelConfig.Load(modelDir);
+        using var checkpoint = SafetensorsCheckpoint.Open(modelDir);
+        var model = Create(config, dtype, device);
+        try
+        {
+            LoadWeights(model, checkpoint);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    /// <summary>Fills every parameter of the model from the checkpoint, checking names, shapes and dtypes.</summary>
+    public static void LoadWeights(CausalLM model, SafetensorsCheckpoint checkpoint)
+    {
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var names = new HashSet<string>(parameters.Keys);
+        var loaded = new HashSet<string>();
+        var unexpected = new List<string>();
+        using var _ = no_grad();
+        foreach (var (key, info) in checkpoint.Tensors)
+        {
+            string? name = model.ParameterNameFor(key, names);
+            if (name is null)
+            {
+                if (!model.IsIgnorableCheckpointKey(key)) unexpected.Add(key);
+                continue;
+            }
+            var p = parameters[name];
+            if (!info.Shape.SequenceEqual(p.shape))
+                throw new PeftSharpException(
+                    $"{checkpoint.FilePathOf(key)}: tensor '{key}' has shape [{string.Join(", ", info.Shape)}], expected [{string.Join(", ", p.shape)}] from config.json");
+            if (!IsFloatingPoint(info.ScalarType))
+                throw new PeftSharpException(
+                    $"{checkpoint.FilePathOf(key)}: tensor '{key}' has dtype {info.DType}, expected a floating-point dtype (F32, F16 or BF16)");
+            if (!loaded.Add(name))
+                throw new PeftSharpException($"{checkpoint.FilePathOf(key)}: tensor '{key}' maps to parameter '{name}', which another key already filled");
+            checkpoint.ReadInto(key, p);
+        }
+        var missing = names.Where(n => !loaded.Contains(n)).ToList();
+        if (missing.Count > 0)
+            throw new PeftSharpException(
+                $"{checkpoint.Path}: missing tensor '{missing[0]}'" + (missing.Count > 1 ? $" and {missing.Count - 1} more" : "") +
+                $" (expected by {model.Config.ModelType} config.json)");
+        if (unexpected.Count > 0)
+            throw new PeftSharpException(
+                $"{checkpoint.Path}: unexpected tensor '{unexpected[0]}'" + (unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "") +
+                $" (not a parameter of a {model.Config.ModelType} model with this config.json)");
+    }
+
+    static bool IsFloatingPoint(ScalarType t) =>
+        t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64;
+
+    public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch
+    {
+        "float32" or "fp32" or "f32" => ScalarType.Float32,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        _ => throw new PeftSharpException($"--dtype: expected float32 or bfloat16, got \"{name}\""),
+    };
+
+    public static string DTypeName(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        _ => t.ToString().ToLowerInvariant(),
+    };
+}
