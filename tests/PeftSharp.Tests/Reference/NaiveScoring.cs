@@ -32,13 +32,14 @@ public static class NaiveScoring
 
     /// <summary>
     /// The scoring windows for a file of <paramref name="length"/> tokens and model context <paramref name="context"/>:
-    /// consecutive, non-overlapping (start, count) with start = kC, count = min(C, length − kC).
+    /// (start, count) with start = k(C − 1) and count = min(C, length − start), so consecutive windows share one token
+    /// and every token after the first is predicted exactly once (the last token of a window is the first of the next).
     /// </summary>
     public static IReadOnlyList<(int Start, int Count)> Windows(int length, int context)
     {
-        NaiveOps.Check(context > 0, "context must be positive");
+        NaiveOps.Check(context > 1, "context must be at least 2");
         var windows = new List<(int, int)>();
-        for (int start = 0; start < length; start += context)
+        for (int start = 0; start == 0 || start + 1 < length; start += context - 1)
             windows.Add((start, Math.Min(context, length - start)));
         return windows;
     }

@@ -207,16 +207,17 @@ public class ReferenceSelfTests
     }
 
     [Fact]
-    public void WindowsAreConsecutiveAndNonOverlapping()
+    public void WindowsOverlapByOneTokenSoEveryTokenIsPredictedOnce()
     {
-        Assert.Equal(new[] { (0, 4), (4, 4), (8, 2) }, NaiveScoring.Windows(10, 4));
-        Assert.Equal(new[] { (0, 4), (4, 4), (8, 1) }, NaiveScoring.Windows(9, 4));
+        Assert.Equal(new[] { (0, 4), (3, 4), (6, 4) }, NaiveScoring.Windows(10, 4));
+        Assert.Equal(new[] { (0, 4), (3, 4), (6, 3) }, NaiveScoring.Windows(9, 4));
+        Assert.Equal(new[] { (0, 4), (3, 2) }, NaiveScoring.Windows(5, 4));
         Assert.Equal(new[] { (0, 4) }, NaiveScoring.Windows(4, 4));
         Assert.Equal(new[] { (0, 3) }, NaiveScoring.Windows(3, 4));
     }
 
     [Fact]
-    public void WindowedNllWeighsTokensAndRestartsEachWindow()
+    public void WindowedNllPredictsEveryTokenAfterTheFirstOnce()
     {
         int[] ids = Enumerable.Range(0, 10).ToArray();
         var calls = new List<int[]>();
@@ -230,19 +231,20 @@ public class ReferenceSelfTests
             return l;
         }
         var (predicted, mean) = NaiveScoring.WindowedMeanNll(ids.Select(i => i % 2).ToArray(), 4, Fake);
-        Assert.Equal(7, predicted);
+        Assert.Equal(9, predicted);
         Assert.Equal(3, calls.Count);
         Assert.Equal(new[] { 0, 1, 0, 1 }, calls[0]);
-        Assert.Equal(new[] { 0, 1, 0, 1 }, calls[1]);
-        Assert.Equal(new[] { 0, 1 }, calls[2]);
-        double e4 = Math.Log(1 + Math.Exp(4)), m4 = Math.Log(1 + Math.Exp(-4)), m2 = Math.Log(1 + Math.Exp(-2));
-        // window 0 predicts targets 1,0,1; window 1 the same; window 2 predicts target 1
-        Close((2 * (m4 + e4 + m4) + m2) / 7, mean);
+        Assert.Equal(new[] { 1, 0, 1, 0 }, calls[1]);
+        Assert.Equal(new[] { 0, 1, 0, 1 }, calls[2]);
+        double e4 = Math.Log(1 + Math.Exp(4)), m4 = Math.Log(1 + Math.Exp(-4));
+        // windows predict targets (1,0,1), (0,1,0), (1,0,1): every token after the first, once
+        Close((5 * m4 + 4 * e4) / 9, mean);
 
         calls.Clear();
         var (p9, _) = NaiveScoring.WindowedMeanNll(new int[9], 4, Fake);
-        Assert.Equal(6, p9);
-        Assert.Equal(2, calls.Count); // the 1-token tail window is not evaluated
+        Assert.Equal(8, p9);
+        Assert.Equal(3, calls.Count);
+        Assert.Equal(3, calls[2].Length);
         var (p1, m1) = NaiveScoring.WindowedMeanNll([0], 4, Fake);
         Assert.Equal(0, p1);
         Assert.True(double.IsNaN(m1));
