@@ -34,7 +34,13 @@ public class Linear : nn.Module<Tensor, Tensor>
     /// <summary>The weight as [out, in], whatever the storage layout (a view, no copy).</summary>
     public Tensor WeightOutIn => FanInFanOut ? weight.t() : weight;
 
-    public override Tensor forward(Tensor x)
+    /// <summary>The tuning method attached to this layer (LoRA, ...), or null for the plain layer.</summary>
+    public ILayerTuner? Tuner { get; set; }
+
+    public override Tensor forward(Tensor x) => Tuner is null ? BaseForward(x) : Tuner.Forward(x);
+
+    /// <summary>The frozen layer's own output: x·Wᵀ + b.</summary>
+    public Tensor BaseForward(Tensor x)
     {
         if (FanInFanOut)
         {

@@ -47,21 +47,3 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         return weight.mul(normed.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 }
-
-/// <summary>A lookup table with HF's parameter name <c>weight</c> [num_embeddings, dim].</summary>
-public sealed class Embedding : nn.Module<Tensor, Tensor>
-{
-    public Parameter weight;
-
-    public Embedding(long count, long dim, ScalarType dtype, Device? device) : base(nameof(Embedding))
-    {
-        weight = new Parameter(empty([count, dim], dtype, device));
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor ids)
-    {
-        long[] shape = [.. ids.shape, weight.shape[1]];
-        return weight.index_select(0, ids.reshape(-1)).view(shape);
-    }
-}

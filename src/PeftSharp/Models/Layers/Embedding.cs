@@ -1,0 +1,28 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models.Layers;
+
+/// <summary>A lookup table with HF's parameter name <c>weight</c> [num_embeddings, dim].</summary>
+public sealed class Embedding : nn.Module<Tensor, Tensor>
+{
+    public Parameter weight;
+
+    public Embedding(long count, long dim, ScalarType dtype, Device? device) : base(nameof(Embedding))
+    {
+        weight = new Parameter(empty([count, dim], dtype, device));
+        RegisterComponents();
+    }
+
+    /// <summary>The tuning method attached to this layer (LoRA, ...), or null for the plain lookup.</summary>
+    public ILayerTuner? Tuner { get; set; }
+
+    public override Tensor forward(Tensor ids) => Tuner is null ? BaseForward(ids) : Tuner.Forward(ids);
+
+    public Tensor BaseForward(Tensor ids)
+    {
+        long[] shape = [.. ids.shape, weight.shape[1]];
+        return weight.index_select(0, ids.reshape(-1)).view(shape);
+    }
+}
