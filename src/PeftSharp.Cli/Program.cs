@@ -11,6 +11,8 @@ public static class Program
         {
             EvalCommand.Create(),
             GenerateCommand.Create(),
+            InspectCommand.Create(),
+            MergeCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models.Layers;
 
 /// <summary>A lookup table with HF's parameter name <c>weight</c> [num_embeddings, dim].</summary>
-public sealed class Embedding : nn.Module<Tensor, Tensor>
+public sealed class Embedding : TunableLayer
 {
     public Parameter weight;
 
@@ -15,12 +15,7 @@ public sealed class Embedding : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>The tuning method attached to this layer (LoRA, ...), or null for the plain lookup.</summary>
-    public ILayerTuner? Tuner { get; set; }
-
-    public override Tensor forward(Tensor ids) => Tuner is null ? BaseForward(ids) : Tuner.Forward(ids);
-
-    public Tensor BaseForward(Tensor ids)
+    public override Tensor BaseForward(Tensor ids)
     {
         long[] shape = [.. ids.shape, weight.shape[1]];
         return weight.index_select(0, ids.reshape(-1)).view(shape);

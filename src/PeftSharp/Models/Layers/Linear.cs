@@ -9,7 +9,7 @@ namespace PeftSharp.Models.Layers;
 /// <c>nn.Linear</c> (weight stored [out, in]) and GPT-2's <c>Conv1D</c> (weight stored [in, out],
 /// PEFT's <c>fan_in_fan_out</c>), so checkpoints load unchanged and adapters see one kind of layer.
 /// </summary>
-public class Linear : nn.Module<Tensor, Tensor>
+public class Linear : TunableLayer
 {
     public Parameter weight;
     public Parameter? bias;
@@ -34,13 +34,8 @@ public class Linear : nn.Module<Tensor, Tensor>
     /// <summary>The weight as [out, in], whatever the storage layout (a view, no copy).</summary>
     public Tensor WeightOutIn => FanInFanOut ? weight.t() : weight;
 
-    /// <summary>The tuning method attached to this layer (LoRA, ...), or null for the plain layer.</summary>
-    public ILayerTuner? Tuner { get; set; }
-
-    public override Tensor forward(Tensor x) => Tuner is null ? BaseForward(x) : Tuner.Forward(x);
-
     /// <summary>The frozen layer's own output: x·Wᵀ + b.</summary>
-    public Tensor BaseForward(Tensor x)
+    public override Tensor BaseForward(Tensor x)
     {
         if (FanInFanOut)
         {

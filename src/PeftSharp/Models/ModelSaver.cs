@@ -1,0 +1,73 @@
+using PeftSharp.Tensors;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// Writes a model as a Hugging Face folder laid out like the folder it was loaded from: the same tensor names
+/// (with or without GPT-2's "transformer." prefix), layouts (Conv1D stays [in, out]) and per-tensor dtypes, plus
+/// config, tokenizer and other side files copied. The folder is built under a temporary name and renamed into place.
+/// </summary>
+public static class ModelSaver
+{
+    /// <summary>Checkpoints larger than this are written in shards, as transformers' default max_shard_size.</summary>
+    public const long MaxShardBytes = 5L * 1000 * 1000 * 1000;
+
+    static readonly string[] WeightFilePatterns = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth"];
+
+    public static void SaveLike(CausalLM model, string sourceDir, string outDir)
+    {
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+            throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
+        string full = Path.GetFullPath(outDir);
+        string parent = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(parent);
+        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            WriteWeights(model, sourceDir, temp);
+            CopySideFiles(sourceDir, temp);
+            if (Directory.Exists(full)) Directory.Delete(full); // empty, checked above
+            Directory.Move(temp, full);
+        }
+        catch
+        {
+            try { Directory.Delete(temp, recursive: true); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    static void WriteWeights(CausalLM model, string sourceDir, string outDir)
+    {
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        var names = new HashSet<string>(parameters.Keys);
+        using var source = SafetensorsCheckpoint.Open(sourceDir);
+        using var scope = NewDisposeScope();
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        long bytes = 0;
+        foreach (var (key, info) in source.Tensors)
+        {
+            Tensor value;
+            if (model.ParameterNameFor(key, names) is string name) value = parameters[name];
+            else if (key == "lm_head.weight") value = model.OutputEmbedding; // tied head saved by some exporters
+            else value = source.Read(key); // buffers kept as they were (GPT-2's attn.bias)
+            var converted = value.detach().to_type(info.ScalarType).cpu().contiguous();
+            tensors.Add(new(key, converted));
+            bytes += info.ByteLength;
+        }
+        var metadata = new Dictionary<string, string> { ["format"] = "pt" };
+        if (bytes > MaxShardBytes) SafetensorsCheckpoint.SaveSharded(outDir, tensors, MaxShardBytes, metadata);
+        else SafetensorsWriter.Save(Path.Combine(outDir, SafetensorsCheckpoint.SingleFileName), tensors, metadata);
+    }
+
+    static void CopySideFiles(string sourceDir, string outDir)
+    {
+        var weightFiles = WeightFilePatterns.SelectMany(p => Directory.EnumerateFiles(sourceDir, p)).ToHashSet();
+        foreach (var file in Directory.EnumerateFiles(sourceDir))
+        {
+            if (weightFiles.Contains(file)) continue;
+            File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)));
+        }
+    }
+}

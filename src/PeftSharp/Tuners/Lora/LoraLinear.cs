@@ -1,0 +1,312 @@
+using PeftSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Linear = PeftSharp.Models.Layers.Linear;
+
+namespace PeftSharp.Tuners.Lora;
+
+/// <summary>DoRA's learned per-output magnitude (PEFT's DoraLinearLayer: one parameter named <c>weight</c>).</summary>
+public sealed class DoraMagnitude : nn.Module
+{
+    public Parameter weight;
+
+    public DoraMagnitude(Tensor initial) : base(nameof(DoraMagnitude))
+    {
+        weight = new Parameter(initial);
+        RegisterComponents();
+    }
+}
+
+/// <summary>
+/// LoRA on one linear layer (nn.Linear or GPT-2 Conv1D), as PEFT's <c>lora.Linear</c>:
+/// <c>y = base(x) + lora_B(lora_A(dropout(x))) · scaling</c> summed over the active adapters, with
+/// A ∈ ℝ^{r×in} and B ∈ ℝ^{out×r}. Parameters hang off the host layer under PEFT's names
+/// (<c>lora_A.{adapter}.weight</c>, <c>lora_B.{adapter}.weight</c>, <c>lora_magnitude_vector.{adapter}.weight</c>),
+/// so several adapters live side by side and are switched by name.
+/// </summary>
+public sealed class LoraLinear : ILayerTuner
+{
+    readonly AdapterContainer<Linear> loraA = new();
+    readonly AdapterContainer<Linear> loraB = new();
+    AdapterContainer<DoraMagnitude>? magnitude;
+    readonly Dictionary<string, LoraAdapterSettings> settings = new(StringComparer.Ordinal);
+    // DoRA merges scale rows by m/‖W + ΔW‖; remembered so unmerge restores W exactly.
+    readonly Dictionary<string, Tensor> doraFactors = new(StringComparer.Ordinal);
+    readonly List<string> merged = [];
+
+    public LoraLinear(Linear host)
+    {
+        Host = host;
+        host.register_module("lora_A", loraA);
+        host.register_module("lora_B", loraB);
+        host.Tuner = this;
+    }
+
+    public Linear Host { get; }
+    public IReadOnlyDictionary<string, LoraAdapterSettings> Adapters => settings;
+    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
+    public IReadOnlyList<string> MergedAdapters => merged;
+    public bool Merged => merged.Count > 0;
+    /// <summary>While true, the layer computes its base output only (merged adapters are unmerged first, as PEFT).</summary>
+    public bool Disabled { get; set; }
+    /// <summary>Per-row adapter names for the next forwards (PEFT's <c>adapter_names</c>; "__base__" = none).</summary>
+    public IReadOnlyList<string>? RowAdapters { get; set; }
+
+    public Linear A(string adapter) => loraA[adapter];
+    public Linear B(string adapter) => loraB[adapter];
+    public Parameter? Magnitude(string adapter) => magnitude is not null && magnitude.Contains(adapter) ? magnitude[adapter].weight : null;
+
+    public void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
+    {
+        if (s.Rank <= 0) throw new PeftSharpException($"lora r must be a positive integer, got {s.Rank}");
+        var device = Host.weight.device;
+        var a = new Linear(Host.InFeatures, s.Rank, hasBias: false, fanInFanOut: false, dtype, device);
+        var b = new Linear(s.Rank, Host.OutFeatures, hasBias: s.LoraBias, fanInFanOut: false, dtype, device);
+        loraA.Add(name, a);
+        loraB.Add(name, b);
+        settings[name] = s;
+        if (device.type != DeviceType.META) Initialize(name, s, generator);
+        if (s.UseDora)
+        {
+            if (magnitude is null)
+            {
+                magnitude = new AdapterContainer<DoraMagnitude>();
+                Host.register_module("lora_magnitude_vector", magnitude);
+            }
+            using var _ = no_grad();
+            var m = device.type == DeviceType.META
+                ? empty([Host.OutFeatures], dtype, device)
+                : RowNorms(BaseWeight32(), DeltaWeight(name)).to_type(dtype);
+            magnitude.Add(name, new DoraMagnitude(m));
+        }
+    }
+
+    public void DeleteAdapter(string name)
+    {
+        if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
+        loraA.Remove(name);
+        loraB.Remove(name);
+        magnitude?.Remove(name);
+        settings.Remove(name);
+        ActiveAdapters = ActiveAdapters.Where(a => a != name).ToArray();
+    }
+
+    /// <summary>Initial A and B as <c>init_lora_weights</c> says (PEFT's reset_lora_parameters / pissa_init / olora_init).</summary>
+    void Initialize(string name, LoraAdapterSettings s, Generator? gen)
+    {
+        using var _ = no_grad();
+        var a = loraA[name];
+        var b = loraB[name];
+        switch (s.Init)
+        {
+            case "true":
+                // kaiming_uniform_(a=√5): U(−1/√fan_in, 1/√fan_in); B = 0 so the adapter starts as the identity.
+                Uniform(a.weight, 1.0 / Math.Sqrt(Host.InFeatures), gen);
+                b.weight.zero_();
+                b.bias?.zero_();
+                break;
+            case "gaussian":
+                a.weight.copy_(randn(a.weight.shape, ScalarType.Float32, generator: gen).mul_(1.0 / s.Rank));
+                b.weight.zero_();
+                b.bias?.zero_();
+                break;
+            case "false":
+                // nn.Linear's own initialisation for both factors (B ≠ 0): for tests and debugging, as PEFT.
+                Uniform(a.weight, 1.0 / Math.Sqrt(Host.InFeatures), gen);
+                Uniform(b.weight, 1.0 / Math.Sqrt(s.Rank), gen);
+                if (b.bias is not null) Uniform(b.bias, 1.0 / Math.Sqrt(s.Rank), gen);
+                break;
+            case "olora":
+                InitOlora(name, s);
+                break;
+            default:
+                if (s.Init.StartsWith("pissa", StringComparison.Ordinal)) { InitPissa(name, s); break; }
+                throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N or olora)");
+        }
+    }
+
+    static void Uniform(Tensor t, double bound, Generator? gen) =>
+        t.copy_(rand(t.shape, ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound));
+
+    /// <summary>PiSSA: A, B from the top-r singular triplets of W; the base keeps the residual W − s·B·A.</summary>
+    void InitPissa(string name, LoraAdapterSettings s)
+    {
+        using var scope = NewDisposeScope();
+        var w = BaseWeight32();
+        var (u, sv, vh) = linalg.svd(w, fullMatrices: false);
+        var sr = sv.narrow(0, 0, s.Rank).div(s.Scaling).sqrt();
+        var a = sr.unsqueeze(1).mul(vh.narrow(0, 0, s.Rank));          // diag(√S_r) · Vhᵣ   [r, in]
+        var b = u.narrow(1, 0, s.Rank).mul(sr.unsqueeze(0));            // U_r · diag(√S_r)   [out, r]
+        loraA[name].weight.copy_(a);
+        loraB[name].weight.copy_(b);
+        SetBaseWeight32(w.sub(b.matmul(a).mul(s.Scaling)));
+    }
+
+    /// <summary>OLoRA: A = R_r, B = Q_r from W = QR; the base keeps W − s·B·A.</summary>
+    void InitOlora(string name, LoraAdapterSettings s)
+    {
+        using var scope = NewDisposeScope();
+        var w = BaseWeight32();
+        var (q, r) = linalg.qr(w);
+        var a = r.narrow(0, 0, s.Rank);
+        var b = q.narrow(1, 0, s.Rank);
+        loraA[name].weight.copy_(a);
+        loraB[name].weight.copy_(b);
+        SetBaseWeight32(w.sub(b.matmul(a).mul(s.Scaling)));
+    }
+
+    /// <summary>The base weight as float32 [out, in].</summary>
+    Tensor BaseWeight32() => Host.WeightOutIn.to_type(ScalarType.Float32);
+
+    void SetBaseWeight32(Tensor outIn)
+    {
+        using var _ = no_grad();
+        Host.weight.copy_(Host.FanInFanOut ? outIn.t() : outIn);
+    }
+
+    /// <summary>ΔW = s·B·A as float32 [out, in].</summary>
+    public Tensor DeltaWeight(string adapter)
+    {
+        using var scope = NewDisposeScope();
+        var s = settings[adapter];
+        var delta = loraB[adapter].weight.to_type(ScalarType.Float32).matmul(loraA[adapter].weight.to_type(ScalarType.Float32)).mul_(s.Scaling);
+        return delta.MoveToOuterDisposeScope();
+    }
+
+    static Tensor RowNorms(Tensor w, Tensor delta) => linalg.vector_norm(w.add(delta), dims: [1]);
+
+    public Tensor Forward(Tensor x)
+    {
+        if (Disabled)
+        {
+            if (Merged) Unmerge();
+            return Host.BaseForward(x);
+        }
+        if (RowAdapters is not null) return MixedBatchForward(x, RowAdapters);
+        if (Merged) return Host.BaseForward(x);
+        using var scope = NewDisposeScope();
+        var result = Host.BaseForward(x);
+        var resultDType = result.dtype;
+        foreach (var name in ActiveAdapters)
+        {
+            if (!settings.TryGetValue(name, out var s)) continue;
+            var a = loraA[name];
+            var b = loraB[name];
+            var xa = x.to_type(a.weight.dtype);
+            if (!s.UseDora)
+            {
+                var h = b.forward(a.forward(Dropout(xa, s)));
+                result = result.add(h.mul_(s.Scaling).to_type(resultDType));
+            }
+            else
+            {
+                result = result.add(DoraDelta(name, s, xa, result).to_type(resultDType));
+            }
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    Tensor Dropout(Tensor x, LoraAdapterSettings s) =>
+        s.Dropout > 0 && Host.training ? nn.functional.dropout(x, s.Dropout, training: true) : x;
+
+    /// <summary>
+    /// DoRA's addition to the base output: (m/‖W + ΔW‖ − 1)·(x·Wᵀ) + (m/‖W + ΔW‖)·s·B·A·x, the norm taken per output
+    /// row and detached (as the paper and PEFT do). Adding it to base(x) gives bias + m/‖W+ΔW‖·(W + ΔW)·x.
+    /// </summary>
+    Tensor DoraDelta(string name, LoraAdapterSettings s, Tensor x, Tensor baseResult)
+    {
+        using var scope = NewDisposeScope();
+        var a = loraA[name];
+        var b = loraB[name];
+        var w = BaseWeight32();
+        Tensor norm;
+        using (no_grad()) norm = RowNorms(w, DeltaWeight(name));
+        var scale = magnitude![name].weight.to_type(ScalarType.Float32).div(norm).view(1, -1);
+        Tensor baseOut;
+        if (s.Dropout > 0 && Host.training)
+        {
+            x = Dropout(x, s);
+            baseOut = nn.functional.linear(x.to_type(ScalarType.Float32), w);
+        }
+        else
+        {
+            baseOut = baseResult.to_type(ScalarType.Float32);
+            if (Host.bias is not null) baseOut = baseOut.sub(Host.bias.to_type(ScalarType.Float32));
+        }
+        var loraOut = b.forward(a.forward(x)).to_type(ScalarType.Float32).mul(s.Scaling);
+        var result = scale.sub(1).mul(baseOut).add(scale.mul(loraOut));
+        return result.MoveToOuterDisposeScope();
+    }
+
+    Tensor MixedBatchForward(Tensor x, IReadOnlyList<string> rowAdapters)
+    {
+        if (Merged) throw new PeftSharpException("adapter_names cannot be used while adapters are merged; unmerge first");
+        if (rowAdapters.Count != x.shape[0])
+            throw new PeftSharpException($"adapter_names has {rowAdapters.Count} entries for a batch of {x.shape[0]} rows");
+        using var scope = NewDisposeScope();
+        var result = Host.BaseForward(x).clone();
+        foreach (var group in rowAdapters.Select((name, row) => (name, row)).GroupBy(p => p.name))
+        {
+            if (group.Key == "__base__" || !settings.TryGetValue(group.Key, out var s)) continue;
+            if (s.UseDora) throw new PeftSharpException("adapter_names cannot be used with DoRA adapters");
+            var rows = tensor(group.Select(p => (long)p.row).ToArray(), device: x.device);
+            var sub = x.index_select(0, rows).to_type(loraA[group.Key].weight.dtype);
+            var h = loraB[group.Key].forward(loraA[group.Key].forward(Dropout(sub, s))).mul_(s.Scaling);
+            result.index_add_(0, rows, h.to_type(result.dtype), 1);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Folds adapters into the base weight (W += ΔW, or W ← m/‖W+ΔW‖·(W+ΔW) for DoRA). With <paramref name="safe"/>,
+    /// the result is computed on a copy and refused if it holds NaN or ±∞.
+    /// </summary>
+    public void Merge(IEnumerable<string>? adapters = null, bool safe = false)
+    {
+        using var _ = no_grad();
+        foreach (var name in (adapters ?? ActiveAdapters).ToList())
+        {
+            if (!settings.TryGetValue(name, out var s) || merged.Contains(name)) continue;
+            using var scope = NewDisposeScope();
+            var w = BaseWeight32();
+            var delta = DeltaWeight(name);
+            Tensor updated;
+            if (s.UseDora)
+            {
+                var factor = magnitude![name].weight.to_type(ScalarType.Float32).div(RowNorms(w, delta)).view(-1, 1);
+                updated = w.add(delta).mul(factor);
+                doraFactors[name] = factor.detach().clone().DetachFromDisposeScope();
+            }
+            else updated = w.add(delta);
+            if (safe && !updated.isfinite().all().item<bool>())
+                throw new PeftSharpException($"merging adapter \"{name}\" would put NaN or infinite values into the base weight; not merged");
+            SetBaseWeight32(updated);
+            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.add_(lb.mul(s.Scaling).to_type(Host.bias.dtype));
+            merged.Add(name);
+        }
+    }
+
+    /// <summary>Undoes <see cref="Merge"/>, most recent adapter first.</summary>
+    public void Unmerge()
+    {
+        using var _ = no_grad();
+        while (merged.Count > 0)
+        {
+            var name = merged[^1];
+            using var scope = NewDisposeScope();
+            var s = settings[name];
+            var w = BaseWeight32();
+            var delta = DeltaWeight(name);
+            if (doraFactors.Remove(name, out var factor))
+            {
+                w = w.div(factor).sub(delta);
+                factor.Dispose();
+            }
+            else w = w.sub(delta);
+            SetBaseWeight32(w);
+            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.sub_(lb.mul(s.Scaling).to_type(Host.bias.dtype));
+            merged.RemoveAt(merged.Count - 1);
+        }
+    }
+}

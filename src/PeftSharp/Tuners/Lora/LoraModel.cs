@@ -1,0 +1,305 @@
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Embedding = PeftSharp.Models.Layers.Embedding;
+using Linear = PeftSharp.Models.Layers.Linear;
+
+namespace PeftSharp.Tuners.Lora;
+
+/// <summary>
+/// A model with LoRA adapters, as PEFT's <c>LoraModel</c> / <c>get_peft_model</c>: finds the target layers,
+/// attaches adapters under PEFT's parameter names, freezes everything else, and switches, disables, merges
+/// and unloads adapters by name.
+/// </summary>
+public sealed class LoraModel
+{
+    readonly Dictionary<string, LoraConfig> configs = new(StringComparer.Ordinal);
+    readonly Dictionary<string, LoraLinear> linears = new(StringComparer.Ordinal);
+    readonly Dictionary<string, LoraEmbedding> embeddings = new(StringComparer.Ordinal);
+    readonly Dictionary<string, ModulesToSave> modulesToSave = new(StringComparer.Ordinal);
+    readonly Dictionary<string, bool> trainable = new(StringComparer.Ordinal);
+    string[] active = [];
+
+    LoraModel(CausalLM model)
+    {
+        Model = model;
+        foreach (var p in model.parameters()) p.requires_grad = false;
+    }
+
+    public CausalLM Model { get; }
+    public IReadOnlyDictionary<string, LoraConfig> Configs => configs;
+    public IReadOnlyList<string> ActiveAdapters => active;
+    /// <summary>LoRA layers by module path (e.g. <c>transformer.h.0.attn.c_attn</c>).</summary>
+    public IReadOnlyDictionary<string, LoraLinear> LinearLayers => linears;
+    public IReadOnlyDictionary<string, LoraEmbedding> EmbeddingLayers => embeddings;
+
+    /// <summary>PEFT's <c>get_peft_model</c>: freeze the base model and add one trainable adapter.</summary>
+    public static LoraModel Create(CausalLM model, LoraConfig config, string adapterName = "default", long? seed = null)
+    {
+        var lora = new LoraModel(model);
+        lora.AddAdapter(adapterName, config, seed, trainable: true);
+        lora.SetAdapter(adapterName);
+        return lora;
+    }
+
+    /// <summary>Target module paths: Linear and Embedding layers of the base model (not LoRA's own factors).</summary>
+    IEnumerable<(string Path, nn.Module Module)> Candidates() =>
+        Model.named_modules()
+            .Where(m => (m.module is Linear || m.module is Embedding) && !IsAdapterPath(m.name))
+            .Select(m => (m.name, m.module));
+
+    static bool IsAdapterPath(string path) => path.Split('.').Any(s => s.StartsWith("lora_", StringComparison.Ordinal));
+
+    /// <summary>Adds an adapter (inactive until <see cref="SetAdapter"/>), with PEFT's targeting rules and defaults.</summary>
+    public void AddAdapter(string name, LoraConfig config, long? seed = null, bool trainable = true)
+    {
+        if (configs.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists");
+        if (name.Contains('.') || name.Length == 0) throw new PeftSharpException($"adapter name \"{name}\" must be non-empty and contain no '.'");
+        config.TargetModules ??= LoraDefaults.TargetModulesFor(Model.Config.ModelType!)
+            ?? throw new PeftSharpException($"target_modules: no default for model_type \"{Model.Config.ModelType}\"; give target_modules");
+        var candidates = Candidates().ToList();
+        if (config.TargetModules.IsAllLinear)
+        {
+            // PEFT's all-linear: every linear layer except the output head.
+            ModuleMatcher.ExpandAllLinear(config, candidates.Where(c => c.Module is Linear).Select(c => c.Path), ["lm_head"]);
+        }
+        using var gen = seed is long s ? new Generator((ulong)s) : null;
+        int matched = 0;
+        foreach (var (path, module) in candidates)
+        {
+            if (!ModuleMatcher.IsTarget(config, path)) continue;
+            matched++;
+            var settings = new LoraAdapterSettings(
+                ModuleMatcher.RankFor(config, path), ModuleMatcher.AlphaFor(config, path), config.LoraDropout,
+                config.UseRslora, config.UseDora, config.LoraBias, InitName(config.InitLoraWeights));
+            if (module is Linear linear)
+            {
+                // PEFT sets fan_in_fan_out to match the layer it finds (true for GPT-2's Conv1D).
+                config.FanInFanOut = linear.FanInFanOut;
+                if (!linears.TryGetValue(path, out var layer)) linears[path] = layer = new LoraLinear(linear);
+                layer.AddAdapter(name, settings, ScalarType.Float32, gen);
+            }
+            else if (module is Embedding embedding)
+            {
+                if (!embeddings.TryGetValue(path, out var layer)) embeddings[path] = layer = new LoraEmbedding(embedding);
+                layer.AddAdapter(name, settings, ScalarType.Float32, gen);
+            }
+        }
+        if (matched == 0)
+        {
+            var names = candidates.Select(c => c.Path.Split('.')[^1]).Distinct().OrderBy(n => n, StringComparer.Ordinal);
+            throw new PeftSharpException(
+                $"target_modules {config.TargetModules} matched no layer of this {Model.Config.ModelType} model; its layers are named: {string.Join(", ", names)}");
+        }
+        foreach (var path in config.ModulesToSave ?? [])
+        {
+            var found = Model.named_modules().Where(m => !IsAdapterPath(m.name) && (m.name == path || m.name.EndsWith("." + path, StringComparison.Ordinal))).ToList();
+            if (found.Count == 0) throw new PeftSharpException($"modules_to_save: no module named \"{path}\" in this model");
+            foreach (var (modulePath, module) in found)
+            {
+                if (!modulesToSave.TryGetValue(modulePath, out var m)) modulesToSave[modulePath] = m = new ModulesToSave(modulePath, module);
+                m.AddAdapter(name);
+            }
+        }
+        configs[name] = config;
+        this.trainable[name] = trainable;
+    }
+
+    static string InitName(InitLoraWeights init) => init.Flag switch
+    {
+        true => "true",
+        false => "false",
+        _ => init.Method!,
+    };
+
+    /// <summary>Makes these adapters the active ones (their outputs are summed, as PEFT); only they are trainable.</summary>
+    public void SetAdapter(params string[] names)
+    {
+        foreach (var n in names)
+            if (!configs.ContainsKey(n)) throw new PeftSharpException($"no adapter named \"{n}\" (have: {string.Join(", ", configs.Keys)})");
+        active = names;
+        foreach (var layer in linears.Values) layer.ActiveAdapters = names;
+        foreach (var layer in embeddings.Values) layer.ActiveAdapters = names;
+        string? first = names.FirstOrDefault();
+        foreach (var m in modulesToSave.Values)
+        {
+            string? adapter = names.FirstOrDefault(n => m.Adapters.Contains(n));
+            m.Activate(adapter, adapter is not null && trainable[adapter]);
+        }
+        UpdateRequiresGrad();
+    }
+
+    /// <summary>Marks an adapter trainable or frozen (PEFT's is_trainable / inference mode).</summary>
+    public void SetTrainable(string name, bool value)
+    {
+        trainable[name] = value;
+        UpdateRequiresGrad();
+    }
+
+    void UpdateRequiresGrad()
+    {
+        foreach (var (_, param, adapter) in AdapterParameters())
+            param.requires_grad = active.Contains(adapter) && trainable[adapter];
+        foreach (var (name, config) in configs)
+        {
+            bool on = active.Contains(name) && trainable[name];
+            if (config.Bias == "all")
+                foreach (var (n, p) in Model.named_parameters()) { if (n.EndsWith(".bias") && !IsAdapterPath(n)) p.requires_grad |= on; }
+            else if (config.Bias == "lora_only")
+                foreach (var layer in linears.Values) if (layer.Adapters.ContainsKey(name) && layer.Host.bias is Parameter b) b.requires_grad |= on;
+        }
+    }
+
+    /// <summary>Every LoRA parameter with our parameter name and its adapter.</summary>
+    public IEnumerable<(string Name, Parameter Param, string Adapter)> AdapterParameters()
+    {
+        foreach (var (path, layer) in linears)
+            foreach (var adapter in layer.Adapters.Keys)
+            {
+                yield return ($"{path}.lora_A.{adapter}.weight", layer.A(adapter).weight, adapter);
+                yield return ($"{path}.lora_B.{adapter}.weight", layer.B(adapter).weight, adapter);
+                if (layer.B(adapter).bias is Parameter bias) yield return ($"{path}.lora_B.{adapter}.bias", bias, adapter);
+                if (layer.Magnitude(adapter) is Parameter m) yield return ($"{path}.lora_magnitude_vector.{adapter}.weight", m, adapter);
+            }
+        foreach (var (path, layer) in embeddings)
+            foreach (var adapter in layer.Adapters.Keys)
+            {
+                yield return ($"{path}.lora_embedding_A.{adapter}", layer.A(adapter), adapter);
+                yield return ($"{path}.lora_embedding_B.{adapter}", layer.B(adapter), adapter);
+            }
+    }
+
+    internal IReadOnlyDictionary<string, ModulesToSave> ModulesToSaveByPath => modulesToSave;
+
+    /// <summary>Parameters that training updates, by name (requires_grad = true).</summary>
+    public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters() =>
+        Model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+
+    /// <summary>
+    /// Trainable and total parameter counts as PEFT's <c>get_nb_trainable_parameters</c>: the base model plus every
+    /// adapter's parameters and every modules_to_save copy; tied weights once.
+    /// </summary>
+    public (long Trainable, long All) CountParameters()
+    {
+        long all = Model.parameters().Sum(p => p.numel());
+        long train = Model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        foreach (var m in modulesToSave.Values) all += m.CopySize * m.Adapters.Count();
+        return (train, all);
+    }
+
+    /// <summary>PEFT's <c>print_trainable_parameters</c> line.</summary>
+    public string ParameterReport()
+    {
+        var (t, a) = CountParameters();
+        return FormatReport(t, a);
+    }
+
+    public static string FormatReport(long trainable, long all) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}");
+
+    /// <summary>While the returned scope lives, layers compute the base model only (PEFT's disable_adapter()).</summary>
+    public IDisposable DisableAdapters()
+    {
+        SetDisabled(true);
+        return new Scope(() => SetDisabled(false));
+    }
+
+    void SetDisabled(bool value)
+    {
+        foreach (var l in linears.Values) l.Disabled = value;
+        foreach (var l in embeddings.Values) l.Disabled = value;
+        foreach (var m in modulesToSave.Values)
+        {
+            string? adapter = value ? null : active.FirstOrDefault(n => m.Adapters.Contains(n));
+            m.Activate(adapter, adapter is not null && trainable[adapter]);
+        }
+    }
+
+    /// <summary>
+    /// Per-row adapter selection inside one batch (PEFT's <c>adapter_names</c>): row i uses adapter names[i],
+    /// "__base__" for none. Applies to forwards made while the returned scope lives.
+    /// </summary>
+    public IDisposable UseRowAdapters(IReadOnlyList<string> names)
+    {
+        foreach (var n in names)
+            if (n != "__base__" && !configs.ContainsKey(n)) throw new PeftSharpException($"adapter_names: no adapter named \"{n}\"");
+        if (modulesToSave.Count > 0) throw new PeftSharpException("adapter_names is not supported with modules_to_save");
+        foreach (var l in linears.Values) l.RowAdapters = names;
+        foreach (var l in embeddings.Values) l.RowAdapters = names;
+        return new Scope(() =>
+        {
+            foreach (var l in linears.Values) l.RowAdapters = null;
+            foreach (var l in embeddings.Values) l.RowAdapters = null;
+        });
+    }
+
+    /// <summary>Folds the given (default: active) adapters into the base weights; safe refuses non-finite results.</summary>
+    public void Merge(IEnumerable<string>? adapters = null, bool safe = false)
+    {
+        var names = (adapters ?? active).ToList();
+        foreach (var l in linears.Values) l.Merge(names, safe);
+        foreach (var l in embeddings.Values) l.Merge(names, safe);
+    }
+
+    public void Unmerge()
+    {
+        foreach (var l in linears.Values) l.Unmerge();
+        foreach (var l in embeddings.Values) l.Unmerge();
+    }
+
+    /// <summary>
+    /// Merges the active adapters and removes every LoRA layer: the result is the plain model with
+    /// W ← W + ΔW (PEFT's merge_and_unload). modules_to_save keep the active adapter's copy.
+    /// </summary>
+    public CausalLM MergeAndUnload(bool safe = false, IEnumerable<string>? adapters = null)
+    {
+        Merge(adapters, safe);
+        return Unload();
+    }
+
+    /// <summary>Removes every LoRA layer without merging (PEFT's unload()); merged adapters stay folded in.</summary>
+    public CausalLM Unload()
+    {
+        foreach (var l in linears.Values)
+        {
+            l.Host.Tuner = null;
+            foreach (var name in new[] { "lora_A", "lora_B", "lora_magnitude_vector" }) l.Host.RemoveSubmodule(name);
+        }
+        foreach (var l in embeddings.Values)
+        {
+            l.Host.Tuner = null;
+            l.Host.RemoveSubmodule("lora_embedding_A");
+            l.Host.RemoveSubmodule("lora_embedding_B");
+        }
+        linears.Clear();
+        embeddings.Clear();
+        modulesToSave.Clear();
+        configs.Clear();
+        foreach (var p in Model.parameters()) p.requires_grad = false;
+        return Model;
+    }
+
+    public void DeleteAdapter(string name)
+    {
+        if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
+        foreach (var l in linears.Values) if (l.Adapters.ContainsKey(name)) l.DeleteAdapter(name);
+        foreach (var l in embeddings.Values) if (l.Adapters.ContainsKey(name)) l.DeleteAdapter(name);
+        foreach (var m in modulesToSave.Values) m.RemoveAdapter(name);
+        trainable.Remove(name);
+        SetAdapter(active.Where(a => a != name).ToArray());
+    }
+
+    sealed class Scope(Action onDispose) : IDisposable
+    {
+        bool done;
+        public void Dispose()
+        {
+            if (done) return;
+            done = true;
+            onDispose();
+        }
+    }
+}
