@@ -29,7 +29,7 @@ public static class MergeCommand
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         using var session = ModelSession.Load(modelDir, adapterDirs, ScalarType.Float32, CPU);
-        var merged = session.Lora!.MergeAndUnload(safe);
+        var merged = (CausalLM)session.Lora!.MergeAndUnload(safe);
         ModelSaver.SaveLike(merged, modelDir, outDir);
         Console.WriteLine($"merged {adapterDirs.Length} adapter(s) into {outDir}");
         if (json) JsonOutput.Write(new { out_dir = outDir, adapters = adapterDirs.Length });

@@ -54,7 +54,7 @@ public static class AdapterFiles
         if (config.Bias is "all" or "lora_only")
         {
             var loraPaths = lora.LinearLayers.Where(l => l.Value.Adapters.ContainsKey(adapter)).Select(l => l.Key + ".bias").ToHashSet();
-            foreach (var (name, p) in lora.Model.named_parameters())
+            foreach (var (name, p) in lora.Root.named_parameters())
                 if (name.EndsWith(".bias") && !name.Contains(".lora_") && (config.Bias == "all" || loraPaths.Contains(name)))
                     result[Prefix + name] = p;
         }

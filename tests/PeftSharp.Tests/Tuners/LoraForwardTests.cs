@@ -41,7 +41,7 @@ public class LoraForwardTests
         Assert.True(MaxAbsDiff(want, Logits(model, ids)) < 1e-4);
         using (lora.DisableAdapters())
             Assert.True(MaxAbsDiff(baseLogits, Logits(model, ids)) < 1e-4);
-        var plain = lora.MergeAndUnload();
+        var plain = (CausalLM)lora.MergeAndUnload();
         Assert.DoesNotContain(plain.named_parameters(), p => p.name.Contains("lora_"));
         Assert.True(MaxAbsDiff(want, Logits(plain, ids)) < 1e-4);
     }

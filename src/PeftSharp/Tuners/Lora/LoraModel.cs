@@ -22,13 +22,19 @@ public sealed class LoraModel
     readonly Dictionary<string, bool> trainable = new(StringComparer.Ordinal);
     string[] active = [];
 
-    LoraModel(CausalLM model)
+    LoraModel(nn.Module root, string? modelType)
     {
-        Model = model;
-        foreach (var p in model.parameters()) p.requires_grad = false;
+        Root = root;
+        ModelType = modelType;
+        foreach (var p in root.parameters()) p.requires_grad = false;
     }
 
-    public CausalLM Model { get; }
+    /// <summary>The module tree the adapters live in (a <see cref="CausalLM"/>, or a user's own module).</summary>
+    public nn.Module Root { get; }
+    /// <summary>The Hugging Face model_type, which picks PEFT's default target_modules (null for custom modules).</summary>
+    public string? ModelType { get; }
+    /// <summary>The language model, when the root is one of ours.</summary>
+    public CausalLM Model => Root as CausalLM ?? throw new InvalidOperationException("the LoRA root is not a CausalLM");
     public IReadOnlyDictionary<string, LoraConfig> Configs => configs;
     public IReadOnlyList<string> ActiveAdapters => active;
     /// <summary>LoRA layers by module path (e.g. <c>transformer.h.0.attn.c_attn</c>).</summary>
@@ -36,9 +42,16 @@ public sealed class LoraModel
     public IReadOnlyDictionary<string, LoraEmbedding> EmbeddingLayers => embeddings;
 
     /// <summary>PEFT's <c>get_peft_model</c>: freeze the base model and add one trainable adapter.</summary>
-    public static LoraModel Create(CausalLM model, LoraConfig config, string adapterName = "default", long? seed = null)
+    public static LoraModel Create(CausalLM model, LoraConfig config, string adapterName = "default", long? seed = null) =>
+        Create(model, model.Config.ModelType, config, adapterName, seed);
+
+    /// <summary>
+    /// LoRA on any TorchSharp module tree whose layers are PeftSharp's <see cref="Linear"/> / <see cref="Embedding"/>
+    /// (module paths come from the field names). Without a model type, target_modules must be given.
+    /// </summary>
+    public static LoraModel Create(nn.Module root, string? modelType, LoraConfig config, string adapterName = "default", long? seed = null)
     {
-        var lora = new LoraModel(model);
+        var lora = new LoraModel(root, modelType);
         lora.AddAdapter(adapterName, config, seed, trainable: true);
         lora.SetAdapter(adapterName);
         return lora;
@@ -46,7 +59,7 @@ public sealed class LoraModel
 
     /// <summary>Target module paths: Linear and Embedding layers of the base model (not LoRA's own factors).</summary>
     IEnumerable<(string Path, nn.Module Module)> Candidates() =>
-        Model.named_modules()
+        Root.named_modules()
             .Where(m => (m.module is Linear || m.module is Embedding) && !IsAdapterPath(m.name))
             .Select(m => (m.name, m.module));
 
@@ -57,8 +70,8 @@ public sealed class LoraModel
     {
         if (configs.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists");
         if (name.Contains('.') || name.Length == 0) throw new PeftSharpException($"adapter name \"{name}\" must be non-empty and contain no '.'");
-        config.TargetModules ??= LoraDefaults.TargetModulesFor(Model.Config.ModelType!)
-            ?? throw new PeftSharpException($"target_modules: no default for model_type \"{Model.Config.ModelType}\"; give target_modules");
+        config.TargetModules ??= (ModelType is null ? null : LoraDefaults.TargetModulesFor(ModelType))
+            ?? throw new PeftSharpException($"target_modules: no default for model_type \"{ModelType ?? "(custom module)"}\"; give target_modules");
         var candidates = Candidates().ToList();
         if (config.TargetModules.IsAllLinear)
         {
@@ -91,11 +104,11 @@ public sealed class LoraModel
         {
             var names = candidates.Select(c => c.Path.Split('.')[^1]).Distinct().OrderBy(n => n, StringComparer.Ordinal);
             throw new PeftSharpException(
-                $"target_modules {config.TargetModules} matched no layer of this {Model.Config.ModelType} model; its layers are named: {string.Join(", ", names)}");
+                $"target_modules {config.TargetModules} matched no layer of this {ModelType ?? "custom"} model; its layers are named: {string.Join(", ", names)}");
         }
         foreach (var path in config.ModulesToSave ?? [])
         {
-            var found = Model.named_modules().Where(m => !IsAdapterPath(m.name) && (m.name == path || m.name.EndsWith("." + path, StringComparison.Ordinal))).ToList();
+            var found = Root.named_modules().Where(m => !IsAdapterPath(m.name) && (m.name == path || m.name.EndsWith("." + path, StringComparison.Ordinal))).ToList();
             if (found.Count == 0) throw new PeftSharpException($"modules_to_save: no module named \"{path}\" in this model");
             foreach (var (modulePath, module) in found)
             {
@@ -146,7 +159,7 @@ public sealed class LoraModel
         {
             bool on = active.Contains(name) && trainable[name];
             if (config.Bias == "all")
-                foreach (var (n, p) in Model.named_parameters()) { if (n.EndsWith(".bias") && !IsAdapterPath(n)) p.requires_grad |= on; }
+                foreach (var (n, p) in Root.named_parameters()) { if (n.EndsWith(".bias") && !IsAdapterPath(n)) p.requires_grad |= on; }
             else if (config.Bias == "lora_only")
                 foreach (var layer in linears.Values) if (layer.Adapters.ContainsKey(name) && layer.Host.bias is Parameter b) b.requires_grad |= on;
         }
@@ -175,7 +188,7 @@ public sealed class LoraModel
 
     /// <summary>Parameters that training updates, by name (requires_grad = true).</summary>
     public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters() =>
-        Model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+        Root.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
 
     /// <summary>
     /// Trainable and total parameter counts as PEFT's <c>get_nb_trainable_parameters</c>: the base model plus every
@@ -183,8 +196,8 @@ public sealed class LoraModel
     /// </summary>
     public (long Trainable, long All) CountParameters()
     {
-        long all = Model.parameters().Sum(p => p.numel());
-        long train = Model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        long all = Root.parameters().Sum(p => p.numel());
+        long train = Root.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         foreach (var m in modulesToSave.Values) all += m.CopySize * m.Adapters.Count();
         return (train, all);
     }
@@ -254,14 +267,14 @@ public sealed class LoraModel
     /// Merges the active adapters and removes every LoRA layer: the result is the plain model with
     /// W ← W + ΔW (PEFT's merge_and_unload). modules_to_save keep the active adapter's copy.
     /// </summary>
-    public CausalLM MergeAndUnload(bool safe = false, IEnumerable<string>? adapters = null)
+    public nn.Module MergeAndUnload(bool safe = false, IEnumerable<string>? adapters = null)
     {
         Merge(adapters, safe);
         return Unload();
     }
 
     /// <summary>Removes every LoRA layer without merging (PEFT's unload()); merged adapters stay folded in.</summary>
-    public CausalLM Unload()
+    public nn.Module Unload()
     {
         foreach (var l in linears.Values)
         {
@@ -278,8 +291,8 @@ public sealed class LoraModel
         embeddings.Clear();
         modulesToSave.Clear();
         configs.Clear();
-        foreach (var p in Model.parameters()) p.requires_grad = false;
-        return Model;
+        foreach (var p in Root.parameters()) p.requires_grad = false;
+        return Root;
     }
 
     public void DeleteAdapter(string name)
