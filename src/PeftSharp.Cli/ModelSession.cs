@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
+using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
@@ -35,16 +36,26 @@ public sealed class ModelSession : IDisposable
         return names;
     }
 
-    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device)
+    public static Option<int?> RankOption() => new("--rank")
+    {
+        Description = "run the adapters at rank b ≤ r (DyLoRA: first b components, scaling α/b)",
+    };
+
+    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device, int? rank = null)
     {
         var model = ModelLoader.Load(modelDir, dtype, device);
         try
         {
-            if (adapterDirs.Count == 0) return new ModelSession { Model = model };
+            if (adapterDirs.Count == 0)
+            {
+                if (rank is not null) throw new PeftSharpException("--rank needs --adapter");
+                return new ModelSession { Model = model };
+            }
             var names = AdapterNames(adapterDirs);
             var lora = AdapterFiles.Load(model, adapterDirs[0], names[0]);
             for (int i = 1; i < adapterDirs.Count; i++) AdapterFiles.LoadAdapter(lora, adapterDirs[i], names[i]);
             lora.SetAdapter([.. names]);
+            if (rank is not null) lora.SetRank(rank);
             model.eval();
             return new ModelSession { Model = model, Lora = lora };
         }

@@ -13,6 +13,8 @@ public static class Program
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
+            ExportRankCommand.Create(),
+            SweepRanksCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

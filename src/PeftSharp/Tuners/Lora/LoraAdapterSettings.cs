@@ -11,5 +11,8 @@ public sealed record LoraAdapterSettings(
     string Init = "true")
 {
     /// <summary>α/r, or α/√r with rsLoRA.</summary>
-    public double Scaling => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
+    public double Scaling => ScalingAt(Rank);
+
+    /// <summary>The scaling when only the first <paramref name="rank"/> rank-one components are used (DyLoRA: α/b).</summary>
+    public double ScalingAt(int rank) => UseRsLora ? Alpha / Math.Sqrt(rank) : Alpha / rank;
 }

@@ -34,6 +34,10 @@ public sealed class LoraLinear : ILayerTuner
     // DoRA merges scale rows by m/‖W + ΔW‖; remembered so unmerge restores W exactly.
     readonly Dictionary<string, Tensor> doraFactors = new(StringComparer.Ordinal);
     readonly List<string> merged = [];
+    // DyLoRA: adapters evaluated or trained at a truncated rank b ≤ r (first b rows of A, columns of B, scaling α/b).
+    readonly Dictionary<string, int> truncatedRank = new(StringComparer.Ordinal);
+    readonly HashSet<string> frozenTruncation = new(StringComparer.Ordinal);
+    readonly Dictionary<string, int> mergedRank = new(StringComparer.Ordinal);
 
     public LoraLinear(Linear host)
     {
@@ -52,6 +56,48 @@ public sealed class LoraLinear : ILayerTuner
     public bool Disabled { get; set; }
     /// <summary>Per-row adapter names for the next forwards (PEFT's <c>adapter_names</c>; "__base__" = none).</summary>
     public IReadOnlyList<string>? RowAdapters { get; set; }
+
+    /// <summary>The rank an adapter currently runs at (its full r unless truncated).</summary>
+    public int RankOf(string adapter) => truncatedRank.TryGetValue(adapter, out var b) ? b : settings[adapter].Rank;
+
+    /// <summary>
+    /// Runs an adapter at rank b (DyLoRA): A[:b, :], B[:, :b], scaling α/b; null restores the full rank. With
+    /// <paramref name="frozen"/>, only row b of A and column b of B receive gradient (DyLoRA's frozen mode). A merged
+    /// adapter is unmerged first, so the base weight never keeps a delta of another rank.
+    /// </summary>
+    public void SetRank(string adapter, int? rank, bool frozen = false)
+    {
+        var s = settings[adapter];
+        if (rank is int b && (b < 1 || b > s.Rank))
+            throw new PeftSharpException($"--rank: {b} is outside 1..{s.Rank} for adapter \"{adapter}\"");
+        if (merged.Contains(adapter) && RankOf(adapter) != (rank ?? s.Rank)) Unmerge();
+        if (rank is int r && r != s.Rank) truncatedRank[adapter] = r; else truncatedRank.Remove(adapter);
+        if (frozen) frozenTruncation.Add(adapter); else frozenTruncation.Remove(adapter);
+    }
+
+    /// <summary>The factors and scaling an adapter uses at its current rank.</summary>
+    (Tensor A, Tensor B, double Scaling) Factors(string adapter)
+    {
+        var s = settings[adapter];
+        Tensor a = loraA[adapter].weight, b = loraB[adapter].weight;
+        if (!truncatedRank.TryGetValue(adapter, out int rank)) return (a, b, s.Scaling);
+        a = a.narrow(0, 0, rank);
+        b = b.narrow(1, 0, rank);
+        if (frozenTruncation.Contains(adapter) && rank > 1)
+        {
+            // Earlier components are frozen: gradient reaches only the newest row/column.
+            a = cat([a.narrow(0, 0, rank - 1).detach(), a.narrow(0, rank - 1, 1)], 0);
+            b = cat([b.narrow(1, 0, rank - 1).detach(), b.narrow(1, rank - 1, 1)], 1);
+        }
+        return (a, b, s.ScalingAt(rank));
+    }
+
+    Tensor LoraPath(string adapter, Tensor x)
+    {
+        var (a, b, scaling) = Factors(adapter);
+        var h = nn.functional.linear(nn.functional.linear(x, a), b, loraB[adapter].bias);
+        return h.mul_(scaling);
+    }
 
     public Linear A(string adapter) => loraA[adapter];
     public Linear B(string adapter) => loraB[adapter];
@@ -165,12 +211,12 @@ public sealed class LoraLinear : ILayerTuner
         Host.weight.copy_(Host.FanInFanOut ? outIn.t() : outIn);
     }
 
-    /// <summary>ΔW = s·B·A as float32 [out, in].</summary>
+    /// <summary>ΔW = s·B·A as float32 [out, in], at the adapter's current rank.</summary>
     public Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
-        var s = settings[adapter];
-        var delta = loraB[adapter].weight.to_type(ScalarType.Float32).matmul(loraA[adapter].weight.to_type(ScalarType.Float32)).mul_(s.Scaling);
+        var (a, b, scaling) = Factors(adapter);
+        var delta = b.to_type(ScalarType.Float32).matmul(a.to_type(ScalarType.Float32)).mul_(scaling);
         return delta.MoveToOuterDisposeScope();
     }
 
@@ -191,13 +237,10 @@ public sealed class LoraLinear : ILayerTuner
         foreach (var name in ActiveAdapters)
         {
             if (!settings.TryGetValue(name, out var s)) continue;
-            var a = loraA[name];
-            var b = loraB[name];
-            var xa = x.to_type(a.weight.dtype);
+            var xa = x.to_type(loraA[name].weight.dtype);
             if (!s.UseDora)
             {
-                var h = b.forward(a.forward(Dropout(xa, s)));
-                result = result.add(h.mul_(s.Scaling).to_type(resultDType));
+                result = result.add(LoraPath(name, Dropout(xa, s)).to_type(resultDType));
             }
             else
             {
@@ -217,8 +260,6 @@ public sealed class LoraLinear : ILayerTuner
     Tensor DoraDelta(string name, LoraAdapterSettings s, Tensor x, Tensor baseResult)
     {
         using var scope = NewDisposeScope();
-        var a = loraA[name];
-        var b = loraB[name];
         var w = BaseWeight32();
         Tensor norm;
         using (no_grad()) norm = RowNorms(w, DeltaWeight(name));
@@ -234,7 +275,7 @@ public sealed class LoraLinear : ILayerTuner
             baseOut = baseResult.to_type(ScalarType.Float32);
             if (Host.bias is not null) baseOut = baseOut.sub(Host.bias.to_type(ScalarType.Float32));
         }
-        var loraOut = b.forward(a.forward(x)).to_type(ScalarType.Float32).mul(s.Scaling);
+        var loraOut = LoraPath(name, x).to_type(ScalarType.Float32);
         var result = scale.sub(1).mul(baseOut).add(scale.mul(loraOut));
         return result.MoveToOuterDisposeScope();
     }
@@ -252,7 +293,7 @@ public sealed class LoraLinear : ILayerTuner
             if (s.UseDora) throw new PeftSharpException("adapter_names cannot be used with DoRA adapters");
             var rows = tensor(group.Select(p => (long)p.row).ToArray(), device: x.device);
             var sub = x.index_select(0, rows).to_type(loraA[group.Key].weight.dtype);
-            var h = loraB[group.Key].forward(loraA[group.Key].forward(Dropout(sub, s))).mul_(s.Scaling);
+            var h = LoraPath(group.Key, Dropout(sub, s));
             result.index_add_(0, rows, h.to_type(result.dtype), 1);
         }
         return result.MoveToOuterDisposeScope();
@@ -282,7 +323,8 @@ public sealed class LoraLinear : ILayerTuner
             if (safe && !updated.isfinite().all().item<bool>())
                 throw new PeftSharpException($"merging adapter \"{name}\" would put NaN or infinite values into the base weight; not merged");
             SetBaseWeight32(updated);
-            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.add_(lb.mul(s.Scaling).to_type(Host.bias.dtype));
+            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.add_(lb.mul(Factors(name).Scaling).to_type(Host.bias.dtype));
+            mergedRank[name] = RankOf(name);
             merged.Add(name);
         }
     }
@@ -295,7 +337,8 @@ public sealed class LoraLinear : ILayerTuner
         {
             var name = merged[^1];
             using var scope = NewDisposeScope();
-            var s = settings[name];
+            if (RankOf(name) != mergedRank[name])
+                throw new InvalidOperationException($"adapter {name} was merged at rank {mergedRank[name]} but now runs at rank {RankOf(name)}");
             var w = BaseWeight32();
             var delta = DeltaWeight(name);
             if (doraFactors.Remove(name, out var factor))
@@ -305,7 +348,8 @@ public sealed class LoraLinear : ILayerTuner
             }
             else w = w.sub(delta);
             SetBaseWeight32(w);
-            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.sub_(lb.mul(s.Scaling).to_type(Host.bias.dtype));
+            if (Host.bias is not null && loraB[name].bias is Parameter lb) Host.bias.sub_(lb.mul(Factors(name).Scaling).to_type(Host.bias.dtype));
+            mergedRank.Remove(name);
             merged.RemoveAt(merged.Count - 1);
         }
     }

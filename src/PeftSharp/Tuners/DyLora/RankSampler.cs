@@ -1,0 +1,45 @@
+namespace PeftSharp.Tuners.DyLora;
+
+/// <summary>
+/// Draws DyLoRA's rank b for each training step from [r_min, r_max]: uniform, or a geometric distribution
+/// truncated to the range, P(b = r_min + k) = (1 − p)^k·p / Z. Seeded, so a run (and its resume) repeats.
+/// </summary>
+public sealed class RankSampler
+{
+    readonly double[] cumulative;
+    readonly int rMin;
+    Random random;
+
+    public RankSampler(int rMin, int rMax, string distribution = "uniform", double p = 0.15, int seed = 0)
+    {
+        if (rMin < 1 || rMax < rMin) throw new PeftSharpException($"DyLoRA ranks: need 1 ≤ r_min ≤ r_max, got {rMin}..{rMax}");
+        this.rMin = rMin;
+        var weights = Enumerable.Range(0, rMax - rMin + 1)
+            .Select(k => distribution == "geometric" ? Math.Pow(1 - p, k) * p : 1.0).ToArray();
+        double total = weights.Sum();
+        cumulative = new double[weights.Length];
+        double acc = 0;
+        for (int i = 0; i < weights.Length; i++) cumulative[i] = (acc += weights[i] / total);
+        random = new Random(seed);
+        Seed = seed;
+    }
+
+    public int Seed { get; }
+
+    /// <summary>Probability of each rank r_min..r_max.</summary>
+    public IReadOnlyList<double> Probabilities => cumulative.Select((c, i) => i == 0 ? c : c - cumulative[i - 1]).ToArray();
+
+    public int Next()
+    {
+        double u = random.NextDouble();
+        int i = Array.FindIndex(cumulative, c => u < c);
+        return rMin + (i < 0 ? cumulative.Length - 1 : i);
+    }
+
+    /// <summary>Restarts the stream so that the next draw is the (draws+1)-th of a fresh sampler (for resume).</summary>
+    public void Skip(long draws)
+    {
+        random = new Random(Seed);
+        for (long i = 0; i < draws; i++) random.NextDouble();
+    }
+}
