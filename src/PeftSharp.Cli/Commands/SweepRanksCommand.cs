@@ -79,6 +79,7 @@ public static class SweepRanksCommand
         plt.Title($"Held-out NLL vs rank ({(dylora ? "DyLoRA" : "LoRA")})");
         plt.XLabel("rank");
         plt.YLabel("mean NLL (nats/token)");
+        plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericFixedInterval(1);
         plt.ShowLegend();
         plt.SavePng(plotPath, 800, 500);
         Console.WriteLine($"smallest rank within {tolerance} nats of the best: {chosen}; plot: {plotPath}");
