@@ -1,5 +1,6 @@
 using System.CommandLine;
 using PeftSharp.Cli.Commands;
+using PeftSharp.Cli.Commands.Bench;
 
 namespace PeftSharp.Cli;
 
@@ -15,6 +16,7 @@ public static class Program
             MergeCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
+            BenchCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
