@@ -70,7 +70,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var gated = Activations.Apply(activation, gate_proj.forward(x)).mul_(up_proj.forward(x));
+        var gated = Activations.Apply(activation, gate_proj.forward(x)).mul(up_proj.forward(x));
         return down_proj.forward(gated).MoveToOuterDisposeScope();
     }
 }
@@ -97,7 +97,7 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, cache, attentionMask));
-        return h.add_(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        return h.add(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
