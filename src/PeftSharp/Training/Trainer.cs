@@ -124,6 +124,8 @@ public sealed class Trainer : IDisposable
     {
         if (_step == 0 && !_resumed) manual_seed((long)_options.Seed);
         _model.train();
+        bool checkpointingBefore = _model.GradientCheckpointing;
+        _model.GradientCheckpointing |= _options.GradientCheckpointing;
         var clock = Stopwatch.StartNew();
         long stepsThisRun = 0, tokensThisRun = 0, savedAt = -1;
         string? lastCheckpoint = null;
@@ -174,6 +176,7 @@ public sealed class Trainer : IDisposable
         finally
         {
             _optimizer.ZeroGrad();
+            _model.GradientCheckpointing = checkpointingBefore;
         }
     }
 

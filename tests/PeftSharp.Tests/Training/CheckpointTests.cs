@@ -163,5 +163,5 @@ public class CheckpointTests
     }
 
     static Dictionary<string, byte[]> ReadAll(string dir) =>
-        Directory.EnumerateFiles(dir).ToDictionary(Path.GetFileName, f => File.ReadAllBytes(f))!;
+        Directory.EnumerateFiles(dir).ToDictionary(f => Path.GetFileName(f), f => File.ReadAllBytes(f));
 }

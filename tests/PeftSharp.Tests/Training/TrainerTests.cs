@@ -6,7 +6,6 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static PeftSharp.Tests.Training.TrainingTestKit;
 using static TorchSharp.torch;
-using Linear = PeftSharp.Models.Layers.Linear;
 
 namespace PeftSharp.Tests.Training;
 
@@ -135,46 +134,13 @@ public class TrainerTests
         Assert.All(live.Skip(2), count => Assert.Equal(live[2], count));
     }
 
-    /// <summary>
-    /// A float32 low-rank adapter on a bf16 layer, casting at its boundaries as adapters do: trains a bf16 base whose
-    /// own parameters stay frozen, bit for bit.
-    /// </summary>
-    sealed class Float32Adapter : ILayerTuner
-    {
-        readonly Linear _layer;
-        public readonly Parameter A, B;
-
-        public Float32Adapter(Linear layer, int rank, Generator generator)
-        {
-            _layer = layer;
-            A = new Parameter(randn(rank, layer.InFeatures, generator: generator).mul_(0.1));
-            B = new Parameter(zeros(layer.OutFeatures, rank));
-        }
-
-        public Tensor Forward(Tensor input)
-        {
-            using var scope = NewDisposeScope();
-            var delta = nn.functional.linear(nn.functional.linear(input.to_type(ScalarType.Float32), A), B);
-            return _layer.BaseForward(input).add(delta.to_type(input.dtype)).MoveToOuterDisposeScope();
-        }
-    }
-
     [Fact]
     public void Bf16BaseTrainsThroughFloat32Adapters()
     {
         using var model = (LlamaForCausalLM)LoadLlama(seed: 7, dtype: ScalarType.BFloat16);
         foreach (var p in model.parameters()) p.requires_grad = false;
         var before = Snapshot(model);
-        using var generator = new Generator(11);
-        var adapters = new List<(string, Parameter)>();
-        for (int i = 0; i < model.model.layers.Count; i++)
-            foreach (var (name, layer) in new[] { ("q_proj", model.model.layers[i].self_attn.q_proj), ("v_proj", model.model.layers[i].self_attn.v_proj) })
-            {
-                var adapter = new Float32Adapter(layer, 4, generator);
-                layer.Tuner = adapter;
-                adapters.Add(($"layers.{i}.{name}.A", adapter.A));
-                adapters.Add(($"layers.{i}.{name}.B", adapter.B));
-            }
+        var adapters = Float32Adapter.AttachToQv(model, seed: 11);
         var losses = new List<double>();
         using var trainer = new Trainer(model, [new ParameterGroup(adapters, 2e-2, 0)], Quick(25), RandomExamples(4, 10, Llama.VocabSize, seed: 5))
         {

@@ -4,7 +4,10 @@ using PeftSharp.Tests.Tokenization;
 using PeftSharp.Tokenization;
 using PeftSharp.Training;
 using TorchSharp.Modules;
+using PeftSharp.Models.Layers;
+using TorchSharp;
 using static TorchSharp.torch;
+using Linear = PeftSharp.Models.Layers.Linear;
 
 namespace PeftSharp.Tests.Training;
 
@@ -78,4 +81,47 @@ internal static class TrainingTestKit
 internal sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
 {
     public void Report(T value) => action(value);
+}
+
+/// <summary>
+/// A float32 low-rank adapter on a bf16 layer, casting at its boundaries as adapters do: trains a bf16 base whose
+/// own parameters stay frozen, bit for bit.
+/// </summary>
+internal sealed class Float32Adapter : ILayerTuner
+{
+    readonly Linear _layer;
+    public readonly Parameter A, B;
+    /// <summary>Forward calls so far (a checkpointed block runs twice per step).</summary>
+    public int Calls;
+
+    public Float32Adapter(Linear layer, int rank, Generator generator)
+    {
+        _layer = layer;
+        A = new Parameter(randn(rank, layer.InFeatures, generator: generator).mul_(0.1));
+        B = new Parameter(zeros(layer.OutFeatures, rank));
+    }
+
+    /// <summary>Adapters on every q_proj and v_proj of a Llama, named layers.{i}.{q,v}_proj.{A,B}.</summary>
+    public static List<(string Name, Parameter Param)> AttachToQv(LlamaForCausalLM model, int seed)
+    {
+        using var generator = new Generator((ulong)seed);
+        var adapters = new List<(string, Parameter)>();
+        for (int i = 0; i < model.model.layers.Count; i++)
+            foreach (var (name, layer) in new[] { ("q_proj", model.model.layers[i].self_attn.q_proj), ("v_proj", model.model.layers[i].self_attn.v_proj) })
+            {
+                var adapter = new Float32Adapter(layer, 4, generator);
+                layer.Tuner = adapter;
+                adapters.Add(($"layers.{i}.{name}.A", adapter.A));
+                adapters.Add(($"layers.{i}.{name}.B", adapter.B));
+            }
+        return adapters;
+    }
+
+    public Tensor Forward(Tensor input)
+    {
+        Calls++;
+        using var scope = NewDisposeScope();
+        var delta = nn.functional.linear(nn.functional.linear(input.to_type(ScalarType.Float32), A), B);
+        return _layer.BaseForward(input).add(delta.to_type(input.dtype)).MoveToOuterDisposeScope();
+    }
 }
