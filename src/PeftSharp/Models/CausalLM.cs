@@ -25,6 +25,12 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>The final, normalised hidden states [B, T, hidden].</summary>
     public abstract Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null);
 
+    /// <summary>
+    /// Recompute each block's activations during backward instead of keeping them (<see cref="GradientCheckpoint"/>).
+    /// Applies only while gradients are recorded and no KV cache is used; results are unchanged.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <summary>The output-embedding matrix [vocab, hidden] (the input embedding when tied).</summary>
     public abstract Tensor OutputEmbedding { get; }
 
