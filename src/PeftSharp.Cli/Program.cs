@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Cli.Commands;
 using PeftSharp.Cli.Commands.Bench;
+using PeftSharp.Cli.Demo;
 
 namespace PeftSharp.Cli;
 
@@ -17,6 +18,7 @@ public static class Program
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
+            DemoCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

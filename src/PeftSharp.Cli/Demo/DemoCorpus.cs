@@ -1,0 +1,50 @@
+using System.Reflection;
+
+namespace PeftSharp.Cli.Demo;
+
+/// <summary>
+/// Tiny Shakespeare (public domain, ~1.1 MB), shipped inside the tool. The base model learns from the first 85%;
+/// the last 10% is held out as the text a LoRA adapter adapts to; a distinct task turns text into UPPERCASE
+/// "shouting", which the base model has barely seen (only in speaker names).
+/// </summary>
+public sealed class DemoCorpus
+{
+    public required string BaseTrain { get; init; }
+    public required string BaseValidation { get; init; }
+    public required string HeldOutTrain { get; init; }
+    public required string HeldOutValidation { get; init; }
+    public required string ShoutTrain { get; init; }
+    public required string ShoutValidation { get; init; }
+
+    public static string ReadText()
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("tinyshakespeare.txt")
+            ?? throw new InvalidOperationException("the demo corpus is missing from the build");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    public static DemoCorpus Load()
+    {
+        string text = ReadText().Replace("\r\n", "\n");
+        string Slice(double from, double to) => Snap(text, (int)(from * text.Length), (int)(to * text.Length));
+        string shout = Slice(0.85, 0.90);
+        return new DemoCorpus
+        {
+            BaseTrain = Slice(0.0, 0.85),
+            BaseValidation = Slice(0.85, 0.90),
+            HeldOutTrain = Slice(0.90, 0.98),
+            HeldOutValidation = Slice(0.98, 1.0),
+            ShoutTrain = shout[..(shout.Length * 4 / 5)].ToUpperInvariant(),
+            ShoutValidation = shout[(shout.Length * 4 / 5)..].ToUpperInvariant(),
+        };
+    }
+
+    /// <summary>A slice cut at blank lines (between speeches), so no piece starts mid-word.</summary>
+    static string Snap(string text, int from, int to)
+    {
+        int Align(int i) => i <= 0 ? 0 : i >= text.Length ? text.Length : Math.Max(0, text.IndexOf("\n\n", i, StringComparison.Ordinal) is int j && j >= 0 ? j + 2 : text.Length);
+        int a = Align(from), b = Align(to);
+        return text[a..b];
+    }
+}
