@@ -123,6 +123,7 @@ public sealed class Trainer : IDisposable
     public TrainingResult Train(CancellationToken cancellationToken = default)
     {
         if (_step == 0 && !_resumed) manual_seed((long)_options.Seed);
+        bool wasTraining = _model.training;
         _model.train();
         bool checkpointingBefore = _model.GradientCheckpointing;
         _model.GradientCheckpointing |= _options.GradientCheckpointing;
@@ -177,6 +178,7 @@ public sealed class Trainer : IDisposable
         {
             _optimizer.ZeroGrad();
             _model.GradientCheckpointing = checkpointingBefore;
+            _model.train(wasTraining);
         }
     }
 
