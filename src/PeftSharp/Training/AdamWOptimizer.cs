@@ -141,19 +141,23 @@ public sealed class AdamWOptimizer : IDisposable
         }
     }
 
+    // SafetensorsFile.ReadInto checks the shape; the presence check adds why a tensor would be missing.
     static void ReadInto(SafetensorsFile file, string key, Tensor destination)
     {
-        using var source = ReadTensor(file, key);
-        if (!source.shape.SequenceEqual(destination.shape))
-            throw new PeftSharpException($"{file.Path}: tensor '{key}' has shape [{string.Join(", ", source.shape)}], expected [{string.Join(", ", destination.shape)}] for the parameter being trained");
-        destination.copy_(source);
+        RequirePresent(file, key);
+        file.ReadInto(key, destination);
     }
 
     static Tensor ReadTensor(SafetensorsFile file, string key)
     {
+        RequirePresent(file, key);
+        return file.Read(key);
+    }
+
+    static void RequirePresent(SafetensorsFile file, string key)
+    {
         if (!file.Tensors.ContainsKey(key))
             throw new PeftSharpException($"{file.Path}: missing tensor '{key}' (the checkpoint was made with other trainable parameters)");
-        return file.Read(key);
     }
 
     public void Dispose()

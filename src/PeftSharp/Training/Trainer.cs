@@ -36,7 +36,6 @@ public sealed class Trainer : IDisposable
     readonly MetricsLog? _metrics;
     long _step;
     long _tokensSeen;
-    bool _resumed;
     double? _lastLoss;
     double? _lastEvalLoss;
 
@@ -111,7 +110,6 @@ public sealed class Trainer : IDisposable
         _tokensSeen = state.TokensSeen;
         _lastLoss = state.LastLoss;
         _lastEvalLoss = state.LastEvalLoss;
-        _resumed = true;
         _metrics?.TruncateAfter(_step);
     }
 
@@ -122,7 +120,9 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public TrainingResult Train(CancellationToken cancellationToken = default)
     {
-        if (_step == 0 && !_resumed) manual_seed((long)_options.Seed);
+        // A run that starts from step 0 seeds; a resumed one has restored the generator from its checkpoint.
+        if (_step == 0) manual_seed((long)_options.Seed);
+        bool wasTraining = _model.training;
         _model.train();
         bool checkpointingBefore = _model.GradientCheckpointing;
         _model.GradientCheckpointing |= _options.GradientCheckpointing;
@@ -177,6 +177,7 @@ public sealed class Trainer : IDisposable
         {
             _optimizer.ZeroGrad();
             _model.GradientCheckpointing = checkpointingBefore;
+            _model.train(wasTraining);
         }
     }
 

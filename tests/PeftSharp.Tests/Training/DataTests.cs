@@ -63,6 +63,32 @@ public class DataTests
         Assert.Equal([X, X], e.Labels.Take(2));
     }
 
+    /// <summary>The loss of an Alpaca example is the mean over its response tokens only, masked here by hand from the prompt's length.</summary>
+    [Fact]
+    public void PromptTokensCarryNoLoss()
+    {
+        using var dir = new TempDir();
+        var tokenizer = Tokenizer(dir);
+        using var model = LoadLlama(seed: 4, config: Llama with { VocabSize = TinyBpe.EndOfText + 1 });
+        var example = InstructionData.Tokenize(PromptFormats.Alpaca("Say hello", null, "hello world"), tokenizer, 512)!;
+        int promptLength = TinyBpe.ReferenceEncode(PromptFormats.AlpacaNoInput.Replace("{instruction}", "Say hello")).Count;
+
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var batch = Batch.Collate([example], 0);
+        var hidden = model.Hidden(batch.InputIds);
+        double loss = CausalLMLoss.Mean(model, hidden, batch.Labels).item<float>();
+
+        // Per-position cross-entropy of the next token, from log_softmax over all positions.
+        var logProbs = model.Logits(hidden)[0].to_type(ScalarType.Float64).log_softmax(-1);
+        var ids = example.InputIds;
+        var nll = Enumerable.Range(0, ids.Length - 1).Select(t => -logProbs[t, ids[t + 1]].item<double>()).ToArray();
+        double masked = nll.Skip(promptLength - 1).Average(); // position t predicts token t+1: the first response token is predicted from the prompt's last
+        Assert.Equal(masked, loss, 1e-5);
+        Assert.Equal(ids.Length - promptLength, nll.Length - (promptLength - 1));
+        Assert.True(Math.Abs(nll.Average() - loss) > 1e-3, "the unmasked loss should differ");
+    }
+
     [Fact]
     public void PromptCompletionIsConcatenatedAsIs()
     {
