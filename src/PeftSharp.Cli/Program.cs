@@ -19,6 +19,7 @@ public static class Program
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
+            TrainCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -70,6 +70,12 @@ public sealed class Trainer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Called with the step index (0-based) before each optimizer step, for methods that change the model per step
+    /// (DyLoRA draws its rank here). It must depend only on the step so that resumed runs repeat exactly.
+    /// </summary>
+    public Action<long>? BeforeStep { get; init; }
+
     /// <summary>Receives a report after every step, evaluation and checkpoint, synchronously (see <see cref="TrainingProgress"/>).</summary>
     public IProgress<TrainingProgress>? Progress { get; init; }
 
@@ -185,6 +191,7 @@ public sealed class Trainer : IDisposable
     (double Loss, double GradNorm, double LearningRate, long Tokens) TrainStep()
     {
         using var scope = NewDisposeScope();
+        BeforeStep?.Invoke(_step);
         var micro = new List<List<TrainingExample>>();
         for (int i = 0; i < _options.GradientAccumulationSteps; i++)
             micro.Add(_loader.Next().Select(index => _train[index]).ToList());

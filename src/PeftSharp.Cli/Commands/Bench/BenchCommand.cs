@@ -8,6 +8,7 @@ public static class BenchCommand
     public static Command Create() => new("bench", "benchmarks (results as ratios measured in one run)")
     {
         BenchInferCommand.Create(),
+        BenchTrainCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

@@ -29,9 +29,25 @@ public sealed class RankSampler
     /// <summary>Probability of each rank r_min..r_max.</summary>
     public IReadOnlyList<double> Probabilities => cumulative.Select((c, i) => i == 0 ? c : c - cumulative[i - 1]).ToArray();
 
-    public int Next()
+    public int Next() => RankFor(random.NextDouble());
+
+    /// <summary>
+    /// The rank for a given training step, drawn from a generator seeded by (seed, step) alone: the same step always
+    /// gets the same rank, so a resumed run repeats the uninterrupted one exactly.
+    /// </summary>
+    public int ForStep(long step) => RankFor(new Random(Mix(Seed, step)).NextDouble());
+
+    /// <summary>SplitMix64 of (seed, step) folded to an int: fixed across processes (unlike HashCode).</summary>
+    static int Mix(int seed, long step)
     {
-        double u = random.NextDouble();
+        ulong z = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)step + 0x632BE59BD9B4E019UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return (int)((z ^ (z >> 31)) & 0x7FFFFFFF);
+    }
+
+    int RankFor(double u)
+    {
         int i = Array.FindIndex(cumulative, c => u < c);
         return rMin + (i < 0 ? cumulative.Length - 1 : i);
     }
