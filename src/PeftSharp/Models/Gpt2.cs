@@ -85,7 +85,6 @@ public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.add(attn.Forward(ln_1.forward(x), cache, attentionMask));
-        // Out of place: ln_2 keeps h for its backward.
         return h.add(mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
     }
 }
@@ -108,7 +107,7 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor ids) => Forward(ids, null, null);
 
-    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask)
+    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
         long offset = cache?.Length ?? 0, t = ids.shape[1];
@@ -116,7 +115,10 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
             throw new PeftSharpException($"sequence of {offset + t} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
         var positions = arange(offset, offset + t, device: ids.device);
         var x = wte.forward(ids).add(wpe.forward(positions));
-        foreach (var block in h) x = block.Forward(x, cache, attentionMask);
+        foreach (var block in h)
+            x = checkpoint && cache is null && is_grad_enabled()
+                ? GradientCheckpoint.Run((input, extras) => block.Forward(input, null, extras[0]), x, attentionMask)
+                : block.Forward(x, cache, attentionMask);
         return ln_f.forward(x).MoveToOuterDisposeScope();
     }
 }
@@ -138,7 +140,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
     public override Tensor OutputEmbedding => transformer.wte.weight;
 
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
-        transformer.Forward(inputIds, cache, attentionMask);
+        transformer.Forward(inputIds, cache, attentionMask, GradientCheckpointing);
 
     // Old checkpoints carry the causal-mask buffers; lm_head.weight, when saved, is wte again.
     public override bool IsIgnorableCheckpointKey(string key) =>

@@ -97,7 +97,6 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, cache, attentionMask));
-        // Out of place: the norm keeps h for its backward.
         return h.add(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
@@ -122,12 +121,15 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor ids) => Forward(ids, null, null);
 
-    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask)
+    public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
         var x = embed_tokens.forward(ids);
         var (cos, sin) = rope.Tables(cache?.Length ?? 0, ids.shape[1], x.dtype, x.device);
-        foreach (var layer in layers) x = layer.Forward(x, cos, sin, cache, attentionMask);
+        foreach (var layer in layers)
+            x = checkpoint && cache is null && is_grad_enabled()
+                ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2]), x, cos, sin, attentionMask)
+                : layer.Forward(x, cos, sin, cache, attentionMask);
         return norm.forward(x).MoveToOuterDisposeScope();
     }
 }
@@ -149,7 +151,7 @@ public sealed class LlamaForCausalLM : CausalLM
     public override Tensor OutputEmbedding => lm_head?.weight ?? model.embed_tokens.weight;
 
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
-        model.Forward(inputIds, cache, attentionMask);
+        model.Forward(inputIds, cache, attentionMask, GradientCheckpointing);
 
     // Older exports saved the rotary inverse frequencies; tied checkpoints may still carry lm_head.
     public override bool IsIgnorableCheckpointKey(string key) =>
