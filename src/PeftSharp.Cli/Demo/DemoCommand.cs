@@ -38,7 +38,7 @@ public static class DemoCommand
         var corpus = DemoCorpus.Load();
         var baseModel = DemoBaseModel.EnsureTrained(cacheDir, corpus, scale, seed);
         var tokenizer = ModelTokenizer.Load(baseModel.Folder);
-        using var model = ModelLoader.Load(baseModel.Folder);
+        using var model = ModelLoader.Load(baseModel.Folder, ScalarType.BFloat16);
         var report = new DemoReport { Scale = scale, BaseModel = baseModel, ModelConfig = model.Config };
 
         string heldOutEval = corpus.HeldOutValidation[..Math.Min(scale.EvalChars, corpus.HeldOutValidation.Length)];
@@ -60,12 +60,12 @@ public static class DemoCommand
         model.train();
         Console.Error.WriteLine("Training LoRA adapter \"heldout\" on the held-out plays...");
         report.HeldOutTraining = DemoTraining.Run("adapter heldout", model, lora.TrainableParameters(), tokenizer,
-            corpus.HeldOutTrain, heldOutEval, scale.Context, scale.AdapterSteps, scale.AdapterBatch, 2e-3, seed);
+            corpus.HeldOutTrain, heldOutEval, scale.Context, scale.AdapterSteps, scale.AdapterBudget, scale.AdapterBatch, 2e-3, seed);
         lora.AddAdapter("shout", loraConfig(), seed: (long)seed + 1);
         lora.SetAdapter("shout");
         Console.Error.WriteLine("Training LoRA adapter \"shout\" on UPPERCASE text...");
         report.ShoutTraining = DemoTraining.Run("adapter shout", model, lora.TrainableParameters(), tokenizer,
-            corpus.ShoutTrain, shoutEval, scale.Context, scale.AdapterSteps, scale.AdapterBatch, 2e-3, seed);
+            corpus.ShoutTrain, shoutEval, scale.Context, scale.AdapterSteps, scale.AdapterBudget, scale.AdapterBatch, 2e-3, seed);
         model.eval();
 
         string adapters = Path.Combine(outDir, "adapters");

@@ -55,12 +55,12 @@ public sealed class DemoReport
         md.AppendLine();
         md.AppendLine($"A {ModelConfig.Layers}-layer Llama-architecture model (hidden {ModelConfig.Hidden}, {ModelConfig.Heads} heads / {ModelConfig.KeyValueHeads} key-value heads, " +
                       $"context {ModelConfig.ContextLength}, byte-level BPE vocabulary of {ModelConfig.VocabSize}) with {BaseModel.Parameters:N0} parameters, trained from scratch " +
-                      $"on the first 85% of Tiny Shakespeare{(BaseModel.Cached ? " (loaded from the cache of an earlier run)" : $" for {Scale.BaseSteps} steps")}. " +
+                      $"on the first 85% of Tiny Shakespeare for {BaseModel.Training?.Steps ?? 0} steps{(BaseModel.Cached ? " (in an earlier run; loaded from the cache)" : "")}. " +
                       $"It is an ordinary Hugging Face folder: `{BaseModel.Folder}`.");
         md.AppendLine();
         md.AppendLine("## Two LoRA adapters on one base");
         md.AppendLine();
-        md.AppendLine($"Both use r = {Scale.Rank}, lora_alpha = {2 * Scale.Rank} on every linear layer (`all-linear`), {Scale.AdapterSteps} steps each.");
+        md.AppendLine($"Both use r = {Scale.Rank}, lora_alpha = {2 * Scale.Rank} on every linear layer (`all-linear`); `heldout` trained {HeldOutTraining?.Steps} steps, `shout` {ShoutTraining?.Steps}.");
         md.AppendLine($"`{ParameterLine}` — the adapter file is {AdapterBytes / 1024.0:F0} KiB against {BaseBytes / 1024.0 / 1024.0:F1} MiB for the base weights " +
                       $"({100.0 * AdapterBytes / BaseBytes:F1}%).");
         md.AppendLine();
