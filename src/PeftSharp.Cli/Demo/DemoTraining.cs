@@ -35,13 +35,14 @@ public sealed class DemoTraining
     /// measured first (one forward/backward after a warm-up) so the run fits in <paramref name="budget"/>.
     /// </summary>
     public static DemoTraining Run(string label, CausalLM model, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> parameters,
-        ModelTokenizer tokenizer, string trainText, string evalText, int context, int maxSteps, TimeSpan budget, int batch, double lr, ulong seed)
+        ModelTokenizer tokenizer, string trainText, string evalText, int context, int maxSteps, TimeSpan budget, int batch, double lr, ulong seed,
+        Action<long>? beforeStep = null, bool quiet = false)
     {
         var train = TextData.Pack(tokenizer, [trainText], context).Examples;
         var eval = TextData.Pack(tokenizer, [evalText], context).Examples;
         double stepSeconds = SecondsPerStep(model, train.Take(batch).ToList(), tokenizer.EosTokenId ?? 0);
         int steps = (int)Math.Clamp(budget.TotalSeconds / stepSeconds, Math.Min(10, maxSteps), maxSteps);
-        Console.Error.WriteLine($"  {label}: {steps} steps of {batch}×{context} tokens (~{stepSeconds:F2} s each here)");
+        if (!quiet) Console.Error.WriteLine($"  {label}: {steps} steps of {batch}×{context} tokens (~{stepSeconds:F2} s each here)");
         var groups = ParameterGroups.DecayAndNoDecay(parameters, lr, weightDecay: 0.01);
         var options = new TrainingOptions
         {
@@ -55,7 +56,7 @@ public sealed class DemoTraining
         };
         var run = new DemoTraining();
         var progress = new Reporter(label, run);
-        using var trainer = new Trainer(model, groups, options, train, eval, padTokenId: tokenizer.EosTokenId ?? 0) { Progress = progress };
+        using var trainer = new Trainer(model, groups, options, train, eval, padTokenId: tokenizer.EosTokenId ?? 0) { Progress = progress, BeforeStep = beforeStep };
         trainer.Train();
         Console.Error.WriteLine();
         return run;
