@@ -9,6 +9,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        if (HugePages.ReexecIfNeeded(args) is int exitCode) return exitCode;
         var root = new RootCommand("peftsharp: parameter-efficient fine-tuning of transformer language models for .NET")
         {
             EvalCommand.Create(),

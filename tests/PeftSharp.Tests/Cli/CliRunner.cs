@@ -32,6 +32,7 @@ internal static class CliRunner
     public static Result Run(params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.Environment["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"; // as ./peftsharp sets it: no restart of the tool
         info.ArgumentList.Add(CliDll.Value);
         foreach (var a in args) info.ArgumentList.Add(a);
         using var process = Process.Start(info)!;
