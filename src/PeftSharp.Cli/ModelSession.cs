@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
+using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
@@ -12,6 +13,8 @@ public sealed class ModelSession : IDisposable
 {
     public required CausalLM Model { get; init; }
     public LoraModel? Lora { get; init; }
+    /// <summary>Set instead of <see cref="Lora"/> when the adapters are AdaLoRA ones (peft_type "ADALORA").</summary>
+    public AdaLoraModel? AdaLora { get; init; }
 
     public static Option<string[]> AdapterOption() => new("--adapter")
     {
@@ -52,6 +55,18 @@ public sealed class ModelSession : IDisposable
                 return new ModelSession { Model = model };
             }
             var names = AdapterNames(adapterDirs);
+            var types = adapterDirs.Select(PeftConfig.ReadPeftType).ToList();
+            if (types.Distinct().Count() > 1)
+                throw new PeftSharpException($"--adapter: cannot mix adapter types ({string.Join(", ", adapterDirs.Select((d, i) => $"{d}: {types[i]}"))})");
+            if (types[0] == PeftTypes.AdaLora)
+            {
+                if (rank is not null) throw new PeftSharpException("--rank: not supported for AdaLoRA adapters");
+                var ada = AdaLoraFiles.Load(model, adapterDirs[0], names[0]);
+                for (int i = 1; i < adapterDirs.Count; i++) AdaLoraFiles.LoadAdapter(ada, adapterDirs[i], names[i]);
+                ada.SetAdapter([.. names]);
+                model.eval();
+                return new ModelSession { Model = model, AdaLora = ada };
+            }
             var lora = AdapterFiles.Load(model, adapterDirs[0], names[0]);
             for (int i = 1; i < adapterDirs.Count; i++) AdapterFiles.LoadAdapter(lora, adapterDirs[i], names[i]);
             lora.SetAdapter([.. names]);
@@ -65,6 +80,10 @@ public sealed class ModelSession : IDisposable
             throw;
         }
     }
+
+    /// <summary>Folds every loaded adapter into the base weights and returns the plain model.</summary>
+    public CausalLM MergeAndUnload(bool safe) =>
+        (CausalLM)(AdaLora?.MergeAndUnload(safe) ?? Lora?.MergeAndUnload(safe) ?? throw new PeftSharpException("--adapter: no adapter to merge"));
 
     public void Dispose() => Model.Dispose();
 }

@@ -30,7 +30,7 @@ public static class MergeCommand
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         using var session = ModelSession.Load(modelDir, adapterDirs, ScalarType.Float32, CPU, rank);
-        var merged = (CausalLM)session.Lora!.MergeAndUnload(safe);
+        var merged = session.MergeAndUnload(safe);
         ModelSaver.SaveLike(merged, modelDir, outDir);
         Console.WriteLine($"merged {adapterDirs.Length} adapter(s) into {outDir}");
         if (json) JsonOutput.Write(new { out_dir = outDir, adapters = adapterDirs.Length });

@@ -37,7 +37,7 @@ public static class SweepRanksCommand
         var ids = tokenizer.Encode(File.ReadAllText(textPath));
         bool dylora = DyLoraConfig.IsDyLora(adapterDir);
         using var session = ModelSession.Load(modelDir, [adapterDir], CliOptions.ParseDType(dtypeName), TorchSharp.torch.CPU);
-        var lora = session.Lora!;
+        var lora = session.Lora ?? throw new PeftSharpException($"--adapter {adapterDir}: sweep-ranks needs a LoRA adapter (peft_type \"LORA\")");
         int maxRank = lora.Configs[AdapterFiles.DefaultAdapter].R;
         double baseNll;
         using (lora.DisableAdapters()) baseNll = Scoring.MeanNll(session.Model, ids, context).MeanNll;

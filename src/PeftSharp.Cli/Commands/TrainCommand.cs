@@ -5,6 +5,7 @@ using PeftSharp.Peft;
 using PeftSharp.Tokenization;
 using PeftSharp.Cli.Training;
 using PeftSharp.Training;
+using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
 using TorchSharp.Modules;
@@ -20,7 +21,7 @@ public static class TrainCommand
     public static Command Create()
     {
         var o = new Options();
-        var command = new Command("train", "fine-tune a LoRA / DoRA / DyLoRA adapter; writes a PEFT adapter folder");
+        var command = new Command("train", "fine-tune a LoRA / DoRA / DyLoRA / AdaLoRA adapter; writes a PEFT adapter folder");
         foreach (var option in o.All) command.Add(option);
         command.SetAction(parse => CliErrors.Run(() => Run(parse, o)));
         return command;
@@ -31,7 +32,7 @@ public static class TrainCommand
         public Option<string> Model = CliOptions.Model();
         public Option<string> Data = new("--data") { Description = "training data: plain text, or .jsonl (instruction/input/output, prompt/completion, messages, or text)", Required = true };
         public Option<string> Out = new("--out") { Description = "output folder: the adapter, checkpoints, metrics.jsonl, loss.png", Required = true };
-        public Option<string> Method = new("--method") { Description = "lora, dora or dylora", DefaultValueFactory = _ => "lora" };
+        public Option<string> Method = new("--method") { Description = "lora, dora, dylora or adalora", DefaultValueFactory = _ => "lora" };
         public Option<int> R = new("--r") { Description = "LoRA rank (DyLoRA: the largest rank)", DefaultValueFactory = _ => 8 };
         public Option<double> Alpha = new("--alpha") { Description = "lora_alpha", DefaultValueFactory = _ => 16 };
         public Option<double> Dropout = new("--dropout") { Description = "lora_dropout", DefaultValueFactory = _ => 0.0 };
@@ -58,13 +59,19 @@ public static class TrainCommand
         public Option<int> RankMin = new("--rank-min") { Description = "DyLoRA: smallest rank sampled", DefaultValueFactory = _ => 1 };
         public Option<string> RankDistribution = new("--rank-distribution") { Description = "DyLoRA: uniform or geometric", DefaultValueFactory = _ => "uniform" };
         public Option<bool> NotFrozen = new("--dylora-not-frozen") { Description = "DyLoRA: train all of the first b components (default: only component b)" };
+        public Option<int> TargetR = new("--target-r") { Description = "AdaLoRA: average rank per layer after pruning (target_r)", DefaultValueFactory = _ => 8 };
+        public Option<int> InitR = new("--init-r") { Description = "AdaLoRA: initial rank of every layer (init_r)", DefaultValueFactory = _ => 12 };
+        public Option<int> Tinit = new("--tinit") { Description = "AdaLoRA: steps before pruning starts", DefaultValueFactory = _ => 0 };
+        public Option<int> Tfinal = new("--tfinal") { Description = "AdaLoRA: last steps, trained with the final ranks fixed", DefaultValueFactory = _ => 0 };
+        public Option<int> DeltaT = new("--delta-t") { Description = "AdaLoRA: steps between two rank allocations", DefaultValueFactory = _ => 1 };
+        public Option<double> OrthRegWeight = new("--orth-reg-weight") { Description = "AdaLoRA: weight of the orthogonal regulariser", DefaultValueFactory = _ => 0.5 };
         public Option<bool> Resume = new("--resume") { Description = "continue from the newest checkpoint in --out" };
         public Option<string?> Config = new("--config") { Description = "JSON file with defaults for any of these options (e.g. {\"r\": 16, \"lr\": 1e-4})" };
         public Option<bool> Json = CliOptions.Json();
 
         public Option[] All => [Model, Data, Out, Method, R, Alpha, Dropout, Target, RsLora, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
             BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, LoraPlusRatio, GradientCheckpointing,
-            RankMin, RankDistribution, NotFrozen, Resume, Config, Json];
+            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json];
     }
 
     static int Run(ParseResult parse, Options o)
@@ -72,7 +79,7 @@ public static class TrainCommand
         var s = new TrainSettings(parse, parse.GetValue(o.Config));
         foreach (var unknown in s.UnknownKeys(o.All)) throw new PeftSharpException($"--config: unknown key \"{unknown}\"");
         string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), method = s.Get(o.Method).ToLowerInvariant();
-        if (method is not ("lora" or "dora" or "dylora")) throw new PeftSharpException($"--method: expected lora, dora or dylora, got \"{method}\"");
+        if (method is not ("lora" or "dora" or "dylora" or "adalora")) throw new PeftSharpException($"--method: expected lora, dora, dylora or adalora, got \"{method}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
         var schedule = s.Get(o.Schedule).ToLowerInvariant() switch
         {
@@ -104,26 +111,39 @@ public static class TrainCommand
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
         using var model = ModelLoader.Load(modelDir, dtype);
-        LoraConfig config = method == "dylora"
-            ? new DyLoraConfig { RMin = s.Get(o.RankMin), Distribution = s.Get(o.RankDistribution), Frozen = !s.Get(o.NotFrozen) }
-            : new LoraConfig();
-        config.R = s.Get(o.R);
+        LoraConfig config = method switch
+        {
+            "dylora" => new DyLoraConfig { RMin = s.Get(o.RankMin), Distribution = s.Get(o.RankDistribution), Frozen = !s.Get(o.NotFrozen) },
+            "adalora" => new AdaLoraConfig
+            {
+                TargetR = s.Get(o.TargetR), InitR = s.Get(o.InitR), Tinit = s.Get(o.Tinit), Tfinal = s.Get(o.Tfinal),
+                DeltaT = s.Get(o.DeltaT), OrthRegWeight = s.Get(o.OrthRegWeight),
+            },
+            _ => new LoraConfig(),
+        };
+        if (config is not AdaLoraConfig) // AdaLoRA ignores r (init_r is its rank) and rsLoRA
+        {
+            config.R = s.Get(o.R);
+            config.UseRslora = s.Get(o.RsLora);
+        }
         config.LoraAlpha = s.Get(o.Alpha);
         config.LoraDropout = s.Get(o.Dropout);
-        config.UseRslora = s.Get(o.RsLora);
         config.UseDora = method == "dora";
         config.BaseModelNameOrPath = modelDir;
         if (s.Get(o.Target) is string target)
             config.TargetModules = target.Trim() == "all-linear" ? TargetModules.AllLinear
                 : TargetModules.FromNames(target.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
         (config as DyLoraConfig)?.Validate();
-        var lora = LoraModel.Create(model, config, seed: (long)seed);
-        Console.Error.WriteLine(lora.ParameterReport());
+        var adaConfig = config as AdaLoraConfig;
+        if (adaConfig is not null && s.Get(o.LoraPlusRatio) is not null) throw new PeftSharpException("--lora-plus-ratio: not supported with --method adalora");
+        var ada = adaConfig is null ? null : AdaLoraModel.Create(model, adaConfig, seed: (long)seed);
+        var lora = adaConfig is null ? LoraModel.Create(model, config, seed: (long)seed) : null;
+        Console.Error.WriteLine(ada?.ParameterReport() ?? lora!.ParameterReport());
 
         double lr = s.Get(o.Lr), wd = s.Get(o.WeightDecay);
         IReadOnlyList<ParameterGroup> groups = s.Get(o.LoraPlusRatio) is double ratio
-            ? LoraPlus.Groups(lora, lr, ratio, wd).Select(g => new ParameterGroup(g.Parameters, g.LearningRate, g.WeightDecay)).ToList()
-            : ParameterGroups.DecayAndNoDecay(lora.TrainableParameters(), lr, wd);
+            ? LoraPlus.Groups(lora!, lr, ratio, wd).Select(g => new ParameterGroup(g.Parameters, g.LearningRate, g.WeightDecay)).ToList()
+            : ParameterGroups.DecayAndNoDecay(ada?.TrainableParameters() ?? lora!.TrainableParameters(), lr, wd);
         var options = new TrainingOptions
         {
             MaxSteps = s.Get(o.Steps),
@@ -144,7 +164,12 @@ public static class TrainCommand
         if (config is DyLoraConfig dy)
         {
             var sampler = new RankSampler(dy.RMin, dy.R, dy.Distribution, dy.GeometricP, (int)seed);
-            beforeStep = step => lora.SetRank(sampler.ForStep(step), frozen: dy.Frozen);
+            beforeStep = step => lora!.SetRank(sampler.ForStep(step), frozen: dy.Frozen);
+        }
+        void SaveAdapter(string dir)
+        {
+            if (ada is null) AdapterFiles.Save(lora!, dir, AdapterFiles.DefaultAdapter, modelDir);
+            else AdaLoraFiles.Save(ada, dir, AdapterFiles.DefaultAdapter, modelDir);
         }
 
         var display = new ProgressDisplay();
@@ -163,11 +188,29 @@ public static class TrainCommand
             {
                 Progress = display,
                 BeforeStep = beforeStep,
-                OnCheckpoint = dir => AdapterFiles.Save(lora, dir, AdapterFiles.DefaultAdapter, modelDir),
+                // AdaLoRA: the regulariser joins each step's loss; ranks are allocated after each optimizer step with
+                // PEFT's global_step = steps done (1-based), so the final allocation comes at step total_step − tfinal.
+                ExtraLoss = ada is null ? null : ada.OrthogonalRegularization,
+                AfterOptimizerStep = ada is null ? null : step => ada.UpdateAndAllocate(step + 1),
+                OnCheckpoint = dir =>
+                {
+                    SaveAdapter(dir);
+                    ada?.Allocator?.Save(Path.Combine(dir, RankAllocator.StateFileName));
+                },
             };
+            if (adaConfig is not null)
+            {
+                adaConfig.TotalStep = checked((int)trainer.TotalSteps);
+                adaConfig.Normalize(); // PEFT's checks of the schedule against total_step
+            }
             if (resumeFrom is not null)
             {
                 trainer.Resume(resumeFrom);
+                if (ada is not null)
+                {
+                    ada.Allocator!.Load(Path.Combine(resumeFrom, RankAllocator.StateFileName));
+                    adaConfig!.RankPattern = AdaLoraConfig.Load(resumeFrom).RankPattern;
+                }
                 Console.Error.WriteLine($"resumed from {resumeFrom} at step {trainer.GlobalStep}");
             }
             result = display.Run(() => trainer.Train(cancel.Token));
@@ -176,8 +219,10 @@ public static class TrainCommand
         {
             Console.CancelKeyPress -= onCancel;
         }
-        if (config is DyLoraConfig) lora.SetRank(null);
-        AdapterFiles.Save(lora, outDir, AdapterFiles.DefaultAdapter, modelDir);
+        if (config is DyLoraConfig) lora!.SetRank(null);
+        SaveAdapter(outDir);
+        if (ada is not null)
+            Console.Error.WriteLine($"AdaLoRA ranks kept: {string.Join(", ", ada.KeptRanks().Select(kv => $"{kv.Key} {kv.Value}"))}");
         string metrics = Path.Combine(outDir, MetricsLog.FileName);
         string plot = Path.Combine(outDir, "loss.png");
         LossPlot.Save(metrics, plot);

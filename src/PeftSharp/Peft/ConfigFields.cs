@@ -34,8 +34,13 @@ internal sealed class ConfigField
         var nullability = new NullabilityInfoContext();
         var fields = new List<ConfigField>();
         var names = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var prop in type.GetProperties(BindingFlags.Public | BindingFlags.Instance))
+        var props = type.GetProperties(BindingFlags.Public | BindingFlags.Instance);
+        foreach (var prop in props)
         {
+            // A subclass may redeclare a field with `new` (PEFT's AdaLoraConfig retypes LoraConfig's rank_pattern):
+            // the most derived declaration is the field.
+            if (props.Any(p => p.Name == prop.Name && p.DeclaringType != prop.DeclaringType && p.DeclaringType!.IsSubclassOf(prop.DeclaringType!)))
+                continue;
             var nameAttr = prop.GetCustomAttribute<JsonPropertyNameAttribute>();
             if (nameAttr is null || prop.IsDefined(typeof(JsonIgnoreAttribute))) continue;
             if (!names.Add(nameAttr.Name))
@@ -116,6 +121,7 @@ internal abstract class FieldCodec
         if (t == typeof(OneOrMany<int>)) return OneOrManyCodec<int>.Ints;
         if (t == typeof(OneOrMany<string>)) return OneOrManyCodec<string>.Strings;
         if (t == typeof(OrderedDictionary<string, int>)) return IntDictCodec.Instance;
+        if (t == typeof(OrderedDictionary<string, IReadOnlyList<bool>>)) return BoolListDictCodec.Instance;
         if (t == typeof(OrderedDictionary<string, double>))
             return prop.IsDefined(typeof(PythonFloatAttribute)) ? NumberDictCodec.Float : NumberDictCodec.IntWhenWhole;
         if (t == typeof(IReadOnlyList<string>)) return ListCodec<string>.Strings;
@@ -381,6 +387,46 @@ internal sealed class IntDictCodec : FieldCodec
     {
         var obj = new JsonObject();
         foreach (var (k, v) in (OrderedDictionary<string, int>)value) obj[k] = JsonValue.Create(v);
+        return obj;
+    }
+}
+
+/// <summary>An object mapping names to lists of booleans (AdaLoRA's rank_pattern: which singular triplets are kept).</summary>
+internal sealed class BoolListDictCodec : FieldCodec
+{
+    public static readonly BoolListDictCodec Instance = new();
+    public override string Expected => "an object mapping names to lists of true/false";
+
+    public override object Read(JsonElement e, FieldReadContext ctx)
+    {
+        if (e.ValueKind != JsonValueKind.Object) throw ctx.Error(Expected, e);
+        var d = new OrderedDictionary<string, IReadOnlyList<bool>>(StringComparer.Ordinal);
+        foreach (var p in e.EnumerateObject())
+        {
+            string entry = FieldReadContext.Quote(p.Name);
+            if (p.Value.ValueKind != JsonValueKind.Array) throw ctx.Error("a list of true/false", p.Value, entry);
+            var items = new List<bool>();
+            foreach (var item in p.Value.EnumerateArray())
+                items.Add(item.ValueKind switch
+                {
+                    JsonValueKind.True => true,
+                    JsonValueKind.False => false,
+                    _ => throw ctx.Error("a list of true/false", item, entry),
+                });
+            d[p.Name] = items.AsReadOnly();
+        }
+        return d;
+    }
+
+    public override JsonNode Write(object value, PeftConfig config, string field)
+    {
+        var obj = new JsonObject();
+        foreach (var (k, v) in (OrderedDictionary<string, IReadOnlyList<bool>>)value)
+        {
+            var arr = new JsonArray();
+            foreach (var b in v) arr.Add(JsonValue.Create(b));
+            obj[k] = arr;
+        }
         return obj;
     }
 }

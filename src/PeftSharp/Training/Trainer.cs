@@ -76,6 +76,19 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public Action<long>? BeforeStep { get; init; }
 
+    /// <summary>
+    /// A loss term that does not depend on the batch (a regulariser, e.g. AdaLoRA's orthogonal one), added once to each
+    /// optimizer step's loss: its gradient joins the batches' before clipping, and its value is in the reported loss.
+    /// </summary>
+    public Func<Tensor?>? ExtraLoss { get; init; }
+
+    /// <summary>
+    /// Called with the step index (0-based, as <see cref="BeforeStep"/>) right after the optimizer step, while the step's
+    /// gradients are still there (PEFT's AdaLoRA <c>update_and_allocate</c> runs here). Like BeforeStep, it must depend
+    /// only on the step and the model's state so that resumed runs repeat exactly.
+    /// </summary>
+    public Action<long>? AfterOptimizerStep { get; init; }
+
     /// <summary>Receives a report after every step, evaluation and checkpoint, synchronously (see <see cref="TrainingProgress"/>).</summary>
     public IProgress<TrainingProgress>? Progress { get; init; }
 
@@ -209,10 +222,17 @@ public sealed class Trainer : IDisposable
             lossSum += CausalLMLoss.Backward(_model, hidden, batch.Labels, 1.0 / labelled, _options.LossChunkSize);
         }
 
+        if (labelled > 0 && ExtraLoss?.Invoke() is Tensor extra)
+        {
+            extra.backward();
+            lossSum += extra.item<float>() * labelled;
+        }
+
         double gradNorm = GradientClipping.ClipGradNorm(_parameters.Select(p => p.Param), _options.MaxGradNorm);
         double factor = Schedule.Factor(_step);
         // A step with no labelled token has no gradient: the schedule still advances, the parameters do not move.
         if (labelled > 0) _optimizer.Step(factor);
+        AfterOptimizerStep?.Invoke(_step);
         _optimizer.ZeroGrad();
         _step++;
         return (labelled > 0 ? lossSum / labelled : double.NaN, gradNorm, _groups[0].LearningRate * factor, tokens);
