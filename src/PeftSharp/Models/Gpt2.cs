@@ -85,7 +85,7 @@ public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.add(attn.Forward(ln_1.forward(x), cache, attentionMask));
-        return h.add_(mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
+        return h.add(mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
     }
 }
 

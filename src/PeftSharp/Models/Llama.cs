@@ -97,7 +97,7 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, cache, attentionMask));
-        return h.add_(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        return h.add(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 

@@ -60,7 +60,7 @@ public static class FourBitMatmul
             {
                 var w = weight.State.Dequantize(weight.Packed, gradOutput.dtype);
                 gradX = gradOutput.matmul(w).MoveToOuterDisposeScope();
-                gradBias = hasBias ? gradOutput.reshape(-1, gradOutput.shape[^1]).sum(0).MoveToOuterDisposeScope() : null!;
+                gradBias = hasBias ? gradOutput.reshape(-1, gradOutput.shape[^1]).sum([0]).MoveToOuterDisposeScope() : null!;
             }
             return [gradX, null!, gradBias, null!];
         }

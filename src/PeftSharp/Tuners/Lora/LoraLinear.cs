@@ -159,11 +159,8 @@ public sealed class LoraLinear : ILayerTuner
     /// <summary>The base weight as float32 [out, in].</summary>
     Tensor BaseWeight32() => Host.WeightOutIn.to_type(ScalarType.Float32);
 
-    void SetBaseWeight32(Tensor outIn)
-    {
-        using var _ = no_grad();
-        Host.weight.copy_(Host.FanInFanOut ? outIn.t() : outIn);
-    }
+    // A 4-bit base is re-quantized with its own settings (as PEFT's bnb merge), which rounds W to the 4-bit grid.
+    void SetBaseWeight32(Tensor outIn) => Host.SetWeightOutIn(outIn);
 
     /// <summary>ΔW = s·B·A as float32 [out, in].</summary>
     public Tensor DeltaWeight(string adapter)

@@ -196,7 +196,7 @@ public sealed class LoraModel
     /// </summary>
     public (long Trainable, long All) CountParameters()
     {
-        long all = Root.parameters().Sum(p => p.numel());
+        long all = Root.parameters().Sum(Quantization.QuantizedModels.PeftParameterCount); // a 4-bit weight counts numel × 2, as PEFT
         long train = Root.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         foreach (var m in modulesToSave.Values) all += m.CopySize * m.Adapters.Count();
         return (train, all);
