@@ -35,9 +35,10 @@ public sealed class ModelSession : IDisposable
         return names;
     }
 
-    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device)
+    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device,
+                                    Quantization.BitsAndBytesConfig? quantization = null)
     {
-        var model = ModelLoader.Load(modelDir, dtype, device);
+        var model = ModelLoader.Load(modelDir, dtype, device, quantization);
         try
         {
             if (adapterDirs.Count == 0) return new ModelSession { Model = model };

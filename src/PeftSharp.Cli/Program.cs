@@ -13,6 +13,7 @@ public static class Program
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
+            QuantizeCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
