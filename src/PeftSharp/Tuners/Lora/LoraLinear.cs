@@ -120,9 +120,12 @@ public sealed class LoraLinear : ILayerTuner
             case "olora":
                 InitOlora(name, s);
                 break;
+            case "loftq":
+                Quantization.LoftQ.InitializeAdapter(Host, a, b, s.Rank, s.Scaling, s.LoftqBits, s.LoftqIter);
+                break;
             default:
                 if (s.Init.StartsWith("pissa", StringComparison.Ordinal)) { InitPissa(name, s); break; }
-                throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N or olora)");
+                throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N, olora or loftq)");
         }
     }
 
