@@ -80,19 +80,32 @@ public static class Blockwise
         return packed.MoveToOuterDisposeScope();
     }
 
+    /// <summary>Values processed at once (a multiple of every block size), which bounds the temporaries to a few MiB.</summary>
+    const long ChunkElements = 1 << 21;
+
     /// <summary>
     /// Quantizes a tensor to packed 4-bit codes and per-block absmax (float32), as bitsandbytes'
-    /// <c>quantize_4bit</c>: packed uint8 [(n+1)/2, 1], absmax [ceil(n / blockSize)].
+    /// <c>quantize_4bit</c>: packed uint8 [(n+1)/2, 1], absmax [ceil(n / blockSize)]. Works through the values in
+    /// chunks of whole blocks, so a large matrix needs no float32 copy of itself.
     /// </summary>
     public static (Tensor Packed, Tensor Absmax) Quantize4Bit(Tensor values, FourBitType type, int blockSize)
     {
         CheckFourBitBlockSize(blockSize);
         using var scope = NewDisposeScope();
-        var flat = values.detach().reshape(-1).to_type(ScalarType.Float32);
-        var (scaled, absmax) = Scale(flat, blockSize);
-        // bitsandbytes pads an odd count with a scaled 0 before quantizing.
-        if (scaled.numel() % 2 == 1) scaled = cat([scaled, zeros(1, ScalarType.Float32, scaled.device)]);
-        var packed = Pack(Codes4Bit(scaled, type), 0);
+        var flat = values.detach().reshape(-1);
+        long n = flat.numel(), blocks = (n + blockSize - 1) / blockSize;
+        var packed = empty([(n + 1) / 2, 1], ScalarType.Byte, flat.device);
+        var absmax = empty([blocks], ScalarType.Float32, flat.device);
+        for (long start = 0; start < n; start += ChunkElements)
+        {
+            using var chunkScope = NewDisposeScope();
+            long length = Math.Min(ChunkElements, n - start);
+            var (scaled, am) = Scale(flat.narrow(0, start, length).to_type(ScalarType.Float32), blockSize);
+            absmax.narrow(0, start / blockSize, am.numel()).copy_(am);
+            // bitsandbytes pads an odd count with a scaled 0 before quantizing.
+            if (length % 2 == 1) scaled = cat([scaled, zeros(1, ScalarType.Float32, scaled.device)]);
+            packed.narrow(0, start / 2, (length + 1) / 2).copy_(Pack(Codes4Bit(scaled, type), 0));
+        }
         return (packed.MoveToOuterDisposeScope(), absmax.MoveToOuterDisposeScope());
     }
 
@@ -106,14 +119,25 @@ public static class Blockwise
         return stack([hi, lo], 1).contiguous().MoveToOuterDisposeScope();
     }
 
-    /// <summary>Packed 4-bit codes → float32 values [n] (code[q]·absmax of the value's block).</summary>
-    public static Tensor Dequantize4Bit(Tensor packed, Tensor absmax, Tensor pairTable, int blockSize, long n)
+    /// <summary>
+    /// Packed 4-bit codes → values [n] in <paramref name="dtype"/>: code[q]·absmax of the value's block, computed in
+    /// float32 (as bitsandbytes) chunk by chunk and written into the output, so no float32 copy of the whole matrix exists.
+    /// </summary>
+    public static Tensor Dequantize4Bit(Tensor packed, Tensor absmax, Tensor pairTable, int blockSize, long n, ScalarType dtype = ScalarType.Float32)
     {
         using var scope = NewDisposeScope();
-        var values = pairTable.index_select(0, packed.view(-1).to_type(ScalarType.Int32)).view(-1);
-        if (values.numel() != n) values = values.narrow(0, 0, n);
-        ScaleBlocks(values, absmax, blockSize);
-        return values.MoveToOuterDisposeScope();
+        var bytes = packed.view(-1);
+        var output = empty([n], dtype, packed.device);
+        for (long start = 0; start < n; start += ChunkElements)
+        {
+            using var chunkScope = NewDisposeScope();
+            long length = Math.Min(ChunkElements, n - start);
+            var values = pairTable.index_select(0, bytes.narrow(0, start / 2, (length + 1) / 2).to_type(ScalarType.Int32)).view(-1);
+            if (values.numel() != length) values = values.narrow(0, 0, length);
+            ScaleBlocks(values, absmax.narrow(0, start / blockSize, (length + blockSize - 1) / blockSize), blockSize);
+            output.narrow(0, start, length).copy_(values);
+        }
+        return output.MoveToOuterDisposeScope();
     }
 
     /// <summary>values[block] *= absmax[block] in place, the last block possibly partial.</summary>

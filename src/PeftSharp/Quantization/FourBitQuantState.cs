@@ -97,8 +97,7 @@ public sealed class FourBitQuantState : IDisposable
             throw new PeftSharpException($"4-bit weight: {packed.numel()} packed bytes, expected {(Count + 1) / 2} for shape [{string.Join(", ", Shape)}]");
         using var scope = NewDisposeScope();
         var device = packed.device;
-        var values = Blockwise.Dequantize4Bit(packed, BlockAbsmax(device), PairTable(device), BlockSize, Count).view(Shape);
-        return (dtype == ScalarType.Float32 ? values : values.to_type(dtype)).MoveToOuterDisposeScope();
+        return Blockwise.Dequantize4Bit(packed, BlockAbsmax(device), PairTable(device), BlockSize, Count, dtype).view(Shape).MoveToOuterDisposeScope();
     }
 
     Tensor PairTable(Device device)

@@ -81,7 +81,10 @@ public static class QuantizedCheckpoint
                     }
                     continue;
                 }
-                tensors.Add(new(key, parameters[name].detach().to_type(info.ScalarType)));
+                // A weight stored 4-bit in the source but full precision now (dequantized, merged) keeps the dtype it has.
+                var target = IsFloat(info.ScalarType) ? info.ScalarType : parameters[name].dtype;
+                tensors.Add(new(key, parameters[name].detach().to_type(target)));
+                if (!IsFloat(info.ScalarType)) { bytes += parameters[name].numel() * parameters[name].element_size(); continue; }
             }
             else if (key == "lm_head.weight") tensors.Add(new(key, model.OutputEmbedding.detach().to_type(info.ScalarType))); // tied head saved by some exporters
             else tensors.Add(new(key, source.Read(key))); // buffers kept as they were (GPT-2's attn.bias)
