@@ -102,7 +102,7 @@ public sealed class FourBitQuantState : IDisposable
 
     Tensor PairTable(Device device)
     {
-        if (pairTable is null || pairTable.device != device)
+        if (pairTable is null || !Same(pairTable.device, device))
         {
             pairTable?.Dispose();
             using var code = Code.to(device);
@@ -114,7 +114,7 @@ public sealed class FourBitQuantState : IDisposable
     /// <summary>Moves the state's tensors to the packed weight's device when a module move left them behind.</summary>
     void EnsureOn(Device device)
     {
-        if (Absmax.device == device) return;
+        if (Same(Absmax.device, device)) return;
         Absmax = Move(Absmax, device);
         Code = Move(Code, device);
         if (Nested is not null)
@@ -123,6 +123,9 @@ public sealed class FourBitQuantState : IDisposable
             Nested.Code = Move(Nested.Code, device);
         }
     }
+
+    // TorchSharp's Device has no value equality.
+    static bool Same(Device a, Device b) => a.type == b.type && (a.type != DeviceType.CUDA || a.index == b.index);
 
     static Tensor Move(Tensor t, Device device)
     {

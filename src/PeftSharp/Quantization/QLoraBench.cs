@@ -43,7 +43,8 @@ public static class QLoraBench
     /// <summary>
     /// ‖W − (dequant(Q) + s·B·A)‖_F for QLoRA's start (Q = quant(W), B = 0) and for LoftQ after 1..<paramref name="iterations"/>
     /// iterations, on two synthetic [size, size] weights: i.i.d. normal (std 0.02, no low-rank structure: LoftQ's worst
-    /// case) and the same noise plus a rank-64 part with singular values decaying as 1/i (closer to trained weights).
+    /// case) and the same noise plus a rank-64 part whose singular values decay as 1/i from ten times the noise's largest
+    /// (about a quarter of the energy; trained weights have such dominant directions, though no synthetic matrix is one).
     /// NF4, block 64, no double quantization, as PEFT's LoftQ.
     /// </summary>
     public static IReadOnlyList<LoftQRow> LoftQ(int size = 2048, int rank = 16, double scaling = 1.0, int iterations = 5, long seed = 0)
@@ -52,7 +53,7 @@ public static class QLoraBench
         using var gen = new Generator((ulong)seed);
         using var noise = randn([size, size], generator: gen).mul_(0.02);
         using var structured = StructuredPart(size, 64, gen).add_(noise);
-        foreach (var (name, w) in new[] { ("normal(0, 0.02)", noise), ("normal + rank-64 (1/i spectrum)", structured) })
+        foreach (var (name, w) in new[] { ("normal(0, 0.02)", noise), ("normal + rank-64 part (σ_i = 10·σ_noise / i)", structured) })
         {
             var clock = Stopwatch.StartNew();
             double start = Quantization.LoftQ.QLoraStartError(w);
@@ -63,14 +64,14 @@ public static class QLoraBench
         return rows;
     }
 
-    /// <summary>U·diag(σ)·Vᵀ with orthonormal U, V and σ_i = σ_1 / i, σ_1 equal to the noise's largest singular value.</summary>
+    /// <summary>U·diag(σ)·Vᵀ with orthonormal U, V and σ_i = σ_1 / i, σ_1 ten times the noise's largest singular value.</summary>
     static Tensor StructuredPart(int size, int rank, Generator gen)
     {
         using var scope = NewDisposeScope();
         var (u, _) = linalg.qr(randn([size, rank], generator: gen));
         var (v, _) = linalg.qr(randn([size, rank], generator: gen));
-        // The noise's largest singular value is about 0.02·2√size; give the structure the same top singular value.
-        double top = 0.02 * 2 * Math.Sqrt(size);
+        // The noise's largest singular value is about 0.02·2√size.
+        double top = 10 * 0.02 * 2 * Math.Sqrt(size);
         var sigma = tensor(Enumerable.Range(1, rank).Select(i => (float)(top / i)).ToArray());
         return u.mul(sigma.unsqueeze(0)).matmul(v.t()).MoveToOuterDisposeScope();
     }

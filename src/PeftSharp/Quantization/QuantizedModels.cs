@@ -45,6 +45,23 @@ public static class QuantizedModels
         return count;
     }
 
+    /// <summary>
+    /// For a model on the meta device: gives the layers a 4-bit load would quantize 4-bit weights of the right shapes
+    /// (no memory), so parameter counts and sizes are those of the 4-bit model.
+    /// </summary>
+    public static int QuantizeMeta(nn.Module root, BitsAndBytesConfig config)
+    {
+        int count = 0;
+        foreach (var (_, layer) in Quantizable(root, config).ToList())
+        {
+            if (layer.IsQuantized || layer.weight.device.type != DeviceType.META) continue;
+            layer.ReplaceWeight(Quantized4BitWeight.Meta([layer.OutFeatures, layer.InFeatures], config.Options, layer.weight.dtype));
+            layer.ComputeDType = config.ComputeDType;
+            count++;
+        }
+        return count;
+    }
+
     /// <summary>Gives a 4-bit layer a full-precision weight again (code·absmax, in <paramref name="dtype"/>, in the layer's layout).</summary>
     public static void Dequantize(Linear layer, ScalarType? dtype = null)
     {

@@ -147,4 +147,17 @@ public class QuantizedMergeTests
         Assert.Contains("model.layers.0.self_attn.q_proj.weight.nested_absmax", written.Keys); // nf4 + double quantization by default
         Assert.Contains("\"bnb_4bit_use_double_quant\": true", File.ReadAllText(Path.Combine(outDir, "config.json")));
     }
+
+    [Fact]
+    public void InspectCountsAFourBitFolderAsPeftDoes()
+    {
+        var s = Prepare(34);
+        var plain = CliRunner.Run("inspect", "--model", s.Source, "--adapter", s.Adapter, "--json");
+        var quantized = CliRunner.Run("inspect", "--model", s.Quantized, "--adapter", s.Adapter, "--json");
+        Assert.True(quantized.ExitCode == 0, quantized.Stderr);
+        // PEFT counts a Params4bit weight as numel(packed) × 2: the same totals as the full-precision model.
+        Assert.Equal(plain.Json().GetProperty("all_params").GetInt64(), quantized.Json().GetProperty("all_params").GetInt64());
+        Assert.Equal(plain.Json().GetProperty("trainable_params").GetInt64(), quantized.Json().GetProperty("trainable_params").GetInt64());
+        Assert.Contains("4-bit: 14 linear layers (nf4, blocksize 64)", quantized.Stderr);
+    }
 }
