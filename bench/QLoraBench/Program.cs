@@ -9,6 +9,7 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project bench/QLoraBench -- memory [--layers N]     bf16 vs NF4+DQ resident memory, one child process each
 //   dotnet run -c Release --project bench/QLoraBench -- loftq [--size 2048] [--rank 16] [--iterations 5] [--scaling 1]
 //   dotnet run -c Release --project bench/QLoraBench -- speed [--size 2048]
+//   dotnet run -c Release --project bench/QLoraBench -- merge [--size 2048] [--rank 16]   re-quantizing a merged layer
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
@@ -27,8 +28,10 @@ switch (command)
         return LoftQBench(Int("--size", 2048), Int("--rank", 16), Int("--iterations", 5), Double("--scaling", 1.0));
     case "speed":
         return Speed(Int("--size", 2048));
+    case "merge":
+        return MergeBench(Int("--size", 2048), Int("--rank", 16));
     default:
-        Console.Error.WriteLine("usage: QLoraBench memory [--layers N] | loftq [--size N] [--rank R] [--iterations T] [--scaling S] | speed [--size N]");
+        Console.Error.WriteLine("usage: QLoraBench memory [--layers N] | loftq [--size N] [--rank R] [--iterations T] [--scaling S] | speed [--size N] | merge [--size N] [--rank R]");
         return 2;
 }
 
@@ -108,5 +111,14 @@ static int Speed(int size)
         var r = QLoraBench.QuantizeSpeed(size, size, new FourBitOptions(FourBitType.Nf4, 64, dq));
         Console.WriteLine($"[{size}, {size}] {r.Options}: quantize {r.QuantizeMs:F0} ms, dequantize float32 {r.DequantizeMs:F0} ms, bfloat16 {r.DequantizeBf16Ms:F0} ms (best of 5, {Environment.ProcessorCount} cores)");
     }
+    return 0;
+}
+
+static int MergeBench(int size, int rank)
+{
+    Console.WriteLine($"[{size}, {size}] normal(0, 0.02) weight in NF4 + double quantization, rank-{rank} update ΔW merged and re-quantized (R) vs exact merge M");
+    Console.WriteLine($"{"‖ΔW‖/‖W‖",10} {"max |R−M|",12} {"‖R−M‖/‖M‖",12} {"‖R−M‖/‖ΔW‖",12} {"update kept",12}");
+    foreach (var r in QLoraBench.MergeRounding(size, rank))
+        Console.WriteLine($"{r.UpdateRatio,10:G3} {r.MaxAbs,12:G4} {r.RelativeToMerged,12:G4} {r.RelativeToDelta,12:G4} {r.UpdateKept,12:P1}");
     return 0;
 }

@@ -76,6 +76,43 @@ public static class QLoraBench
         return u.mul(sigma.unsqueeze(0)).matmul(v.t()).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Re-quantizing a merged 4-bit layer, for one size of update: errors against the exact merge M = dequant(Q) + ΔW.</summary>
+    public sealed record MergeRow(double UpdateRatio, double MaxAbs, double RelativeToMerged, double RelativeToDelta, double UpdateKept);
+
+    /// <summary>
+    /// A [size, size] normal(0, 0.02) weight quantized (NF4 + double quantization), plus a rank-<paramref name="rank"/>
+    /// update ΔW scaled to ‖ΔW‖_F = ratio·‖W‖_F, merged and re-quantized: max |R − M|, ‖R − M‖/‖M‖, ‖R − M‖/‖ΔW‖ and
+    /// the part of the update the re-quantized weight still carries, ⟨R − dequant(Q), ΔW⟩ / ‖ΔW‖².
+    /// </summary>
+    public static IReadOnlyList<MergeRow> MergeRounding(int size = 2048, int rank = 16, double[]? ratios = null, long seed = 0)
+    {
+        ratios ??= [0.001, 0.01, 0.1];
+        var options = new FourBitOptions(FourBitType.Nf4, 64, DoubleQuant: true);
+        using var _ = no_grad();
+        using var gen = new Generator((ulong)seed);
+        using var scope = NewDisposeScope();
+        var w = randn([size, size], generator: gen).mul_(0.02);
+        using var q = Quantized4BitWeight.Quantize(w, options);
+        var baseW = q.Dequantize();
+        var direction = randn([size, rank], generator: gen).matmul(randn([rank, size], generator: gen));
+        direction = direction.div(linalg.norm(direction));
+        double wNorm = linalg.norm(w).item<float>();
+        var rows = new List<MergeRow>();
+        foreach (var ratio in ratios)
+        {
+            using var inner = NewDisposeScope();
+            var delta = direction.mul(ratio * wNorm);
+            var merged = baseW.add(delta);
+            using var r = Quantized4BitWeight.Quantize(merged, options);
+            var written = r.Dequantize();
+            var error = written.sub(merged);
+            double e = linalg.norm(error).item<float>(), d = linalg.norm(delta).item<float>();
+            double kept = written.sub(baseW).mul(delta).sum().item<float>() / (d * d);
+            rows.Add(new MergeRow(ratio, error.abs().max().item<float>(), e / linalg.norm(merged).item<float>(), e / d, kept));
+        }
+        return rows;
+    }
+
     /// <summary>Resident and peak resident set size of this process (Linux /proc/self/status VmRSS, VmHWM), or null elsewhere.</summary>
     public static (long Rss, long Peak)? ProcessMemory()
     {
