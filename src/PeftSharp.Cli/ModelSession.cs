@@ -44,9 +44,10 @@ public sealed class ModelSession : IDisposable
         Description = "run the adapters at rank b ≤ r (DyLoRA: first b components, scaling α/b)",
     };
 
-    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device, int? rank = null)
+    public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device, int? rank = null,
+                                    Quantization.BitsAndBytesConfig? quantization = null)
     {
-        var model = ModelLoader.Load(modelDir, dtype, device);
+        var model = ModelLoader.Load(modelDir, dtype, device, quantization);
         try
         {
             if (adapterDirs.Count == 0)

@@ -21,6 +21,7 @@ public static class Program
             BenchCommand.Create(),
             DemoCommand.Create(),
             TrainCommand.Create(),
+            QuantizeCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -22,15 +22,17 @@ public static class GenerateCommand
         var json = CliOptions.Json();
         var adapters = ModelSession.AdapterOption();
         var rank = ModelSession.RankOption();
+        var quantization = new QuantizationOptions();
         var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, dtype, device, json, adapters, rank };
-        command.SetAction(parse => CliErrors.Run(() => Run(
+        quantization.AddTo(command);
+        command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(prompt)!,
             new GenerationOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)),
             parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json))));
         return command;
     }
 
-    static int Run(string modelDir, string prompt, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json)
     {
         if (options.MaxNewTokens < 0) throw new PeftSharpException($"--max-new-tokens: expected a non-negative count, got {options.MaxNewTokens}");
         if (options.Temperature < 0) throw new PeftSharpException($"--temperature: expected ≥ 0, got {options.Temperature}");
@@ -39,7 +41,7 @@ public static class GenerateCommand
         var device = CliOptions.ParseDevice(deviceName);
         ModelConfig.Load(modelDir); // the model folder first: the cheapest check of what the user pointed at
         var tokenizer = ModelTokenizer.Load(modelDir);
-        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank);
+        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype));
         var model = session.Model;
         var generator = new TextGenerator(model, tokenizer);
         // With --json, stdout must end with the JSON line; the streamed text then goes to stderr.

@@ -28,7 +28,10 @@ public static class InspectCommand
     {
         var config = ModelConfig.Load(modelDir);
         using var model = ModelLoader.CreateMeta(config);
-        long trainable = 0, all = model.parameters().Sum(p => p.numel());
+        // A 4-bit folder is counted as PEFT counts its Params4bit weights (numel of the packed bytes × 2).
+        var quantization = Quantization.BitsAndBytesConfig.FromModelConfig(config);
+        int quantized = quantization is null ? 0 : Quantization.QuantizedModels.QuantizeMeta(model, quantization);
+        long trainable = 0, all = model.parameters().Sum(Quantization.QuantizedModels.PeftParameterCount);
         var rows = new List<(string Name, string Method, int Rank, int Layers, long Params)>();
         if (adapterDirs.Length > 0)
         {
@@ -51,6 +54,8 @@ public static class InspectCommand
         }
         var err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         err.MarkupLine($"[bold]{Markup.Escape(config.ModelType!)}[/]: {config.Layers} layers, hidden {config.Hidden}, heads {config.Heads}/{config.KeyValueHeads}, vocab {config.VocabSize}");
+        if (quantization is not null)
+            err.MarkupLine($"4-bit: {quantized} linear layers ({Markup.Escape(quantization.Options.ToString())}), weights {Quantization.QuantizedModels.WeightBytes(model) / 1048576.0:F1} MiB");
         if (rows.Count > 0)
         {
             var table = new Table().AddColumns("adapter", "method", "r", "layers", "parameters");

@@ -88,9 +88,9 @@ public static class DemoCommand
         using (no_grad())
         {
             var ids = tensor(tokenizer.Encode(heldOutEval).Take(scale.Context).Select(i => (long)i).ToArray()).unsqueeze(0);
-            var unmerged = model.Forward(ids);
+            var unmerged = model.Forward(ids).to_type(ScalarType.Float32);
             lora.Merge(safe: true);
-            var merged = model.Forward(ids);
+            var merged = model.Forward(ids).to_type(ScalarType.Float32);
             lora.Unmerge();
             report.MergedMaxAbsDiff = merged.sub(unmerged).abs().max().item<float>();
             report.LogitScale = unmerged.abs().max().item<float>();

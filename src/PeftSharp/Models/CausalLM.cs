@@ -20,7 +20,7 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public ModelConfig Config { get; }
     public ScalarType DType { get; }
-    public Device Device { get; }
+    public Device Device { get; internal set; }
 
     /// <summary>The final, normalised hidden states [B, T, hidden].</summary>
     public abstract Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null);

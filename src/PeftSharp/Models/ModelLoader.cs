@@ -1,3 +1,4 @@
+using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -26,10 +27,16 @@ public static class ModelLoader
 
     public static bool HasWeights(string modelDir) => SafetensorsCheckpoint.Exists(modelDir);
 
-    /// <summary>Loads config and weights. Each parameter is read straight into its own storage (one copy in memory).</summary>
-    public static CausalLM Load(string modelDir, ScalarType dtype = ScalarType.Float32, Device? device = null)
+    /// <summary>
+    /// Loads config and weights. Each parameter is read straight into its own storage (one copy in memory). With
+    /// <paramref name="quantization"/>, or for a folder saved in bitsandbytes' 4-bit format, the linear layers are held
+    /// in 4 bits and loaded layer by layer (see <see cref="QuantizedModelLoader"/>).
+    /// </summary>
+    public static CausalLM Load(string modelDir, ScalarType dtype = ScalarType.Float32, Device? device = null, BitsAndBytesConfig? quantization = null)
     {
         var config = ModelConfig.Load(modelDir);
+        if (quantization is not null || BitsAndBytesConfig.FromModelConfig(config) is not null)
+            return QuantizedModelLoader.Load(modelDir, dtype, device, quantization);
         using var checkpoint = SafetensorsCheckpoint.Open(modelDir);
         var model = Create(config, dtype, device);
         try

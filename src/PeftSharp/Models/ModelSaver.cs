@@ -17,6 +17,8 @@ public static class ModelSaver
 
     public static void SaveLike(CausalLM model, string sourceDir, string outDir)
     {
+        if (Quantization.QuantizedModels.IsQuantized(model))
+            throw new PeftSharpException("the model holds 4-bit layers; save it with Quantization.QuantizedCheckpoint.Save");
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         string full = Path.GetFullPath(outDir);

@@ -1,3 +1,4 @@
+using PeftSharp.Quantization;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -31,12 +32,47 @@ public class Linear : TunableLayer
         RegisterComponents();
     }
 
-    /// <summary>The weight as [out, in], whatever the storage layout (a view, no copy).</summary>
-    public Tensor WeightOutIn => FanInFanOut ? weight.t() : weight;
+    /// <summary>
+    /// Set while the weight is held in 4 bits (QLoRA; bitsandbytes' Linear4bit): <see cref="weight"/> is then the
+    /// frozen packed uint8 codes [(out·in + 1)/2, 1] of the [out, in] matrix (also for Conv1D), this is what
+    /// dequantizes them, and the forward computes in <see cref="ComputeDType"/>. See PeftSharp.Quantization.
+    /// </summary>
+    public FourBitQuantState? QuantState { get; private set; }
+    public ScalarType ComputeDType { get; set; } = ScalarType.Float32;
+    public bool IsQuantized => QuantState is not null;
+
+    /// <summary>The weight as [out, in], whatever the storage layout (a view, no copy; a float32 dequantized copy when 4-bit).</summary>
+    public Tensor WeightOutIn => QuantState is { } q ? q.Dequantize(weight, ScalarType.Float32) : FanInFanOut ? weight.t() : weight;
+
+    /// <summary>Overwrites the weight with an [out, in] matrix (re-quantized with the same settings when 4-bit).</summary>
+    public void SetWeightOutIn(Tensor outIn)
+    {
+        using var _ = no_grad();
+        if (QuantState is { } q) ReplaceWeight(Quantized4BitWeight.Quantize(outIn.to_type(q.DType), q.Options));
+        else weight.copy_(FanInFanOut ? outIn.t() : outIn);
+    }
+
+    /// <summary>
+    /// Swaps the weight parameter: a 4-bit weight (packed codes become the frozen <c>weight</c>), or, with null, a
+    /// full-precision one taken from <paramref name="plain"/> in this layer's storage layout.
+    /// </summary>
+    public void ReplaceWeight(Quantized4BitWeight? quantized, Tensor? plain = null)
+    {
+        if (quantized is not null && !quantized.State.Shape.SequenceEqual([OutFeatures, InFeatures]))
+            throw new PeftSharpException($"4-bit weight of shape [{string.Join(", ", quantized.State.Shape)}] does not fit a [{OutFeatures}, {InFeatures}] linear layer");
+        var data = quantized?.Packed ?? plain ?? throw new ArgumentNullException(nameof(plain));
+        var old = weight;
+        weight = new Parameter(data.DetachFromDisposeScope(), requires_grad: quantized is null && old.requires_grad);
+        ConditionallyRegisterParameter(nameof(weight), weight);
+        QuantState?.Dispose();
+        QuantState = quantized?.State;
+        old.Dispose();
+    }
 
     /// <summary>The frozen layer's own output: x·Wᵀ + b.</summary>
     public override Tensor BaseForward(Tensor x)
     {
+        if (QuantState is { } q) return FourBitMatmul.Linear(x, weight, q, bias, ComputeDType);
         if (FanInFanOut)
         {
             // Conv1D: y = x·W + b with W [in, out].

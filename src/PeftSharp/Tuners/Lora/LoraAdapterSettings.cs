@@ -10,6 +10,10 @@ public sealed record LoraAdapterSettings(
     bool LoraBias = false,
     string Init = "true")
 {
+    /// <summary>LoftQ (init "loftq"): loftq_config's loftq_bits and loftq_iter.</summary>
+    public int LoftqBits { get; init; } = 4;
+    public int LoftqIter { get; init; } = 1;
+
     /// <summary>α/r, or α/√r with rsLoRA.</summary>
     public double Scaling => ScalingAt(Rank);
 

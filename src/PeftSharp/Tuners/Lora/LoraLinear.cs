@@ -166,9 +166,12 @@ public sealed class LoraLinear : ILayerTuner
             case "olora":
                 InitOlora(name, s);
                 break;
+            case "loftq":
+                Quantization.LoftQ.InitializeAdapter(Host, a, b, s.Rank, s.Scaling, s.LoftqBits, s.LoftqIter);
+                break;
             default:
                 if (s.Init.StartsWith("pissa", StringComparison.Ordinal)) { InitPissa(name, s); break; }
-                throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N or olora)");
+                throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N, olora or loftq)");
         }
     }
 
@@ -205,11 +208,8 @@ public sealed class LoraLinear : ILayerTuner
     /// <summary>The base weight as float32 [out, in].</summary>
     Tensor BaseWeight32() => Host.WeightOutIn.to_type(ScalarType.Float32);
 
-    void SetBaseWeight32(Tensor outIn)
-    {
-        using var _ = no_grad();
-        Host.weight.copy_(Host.FanInFanOut ? outIn.t() : outIn);
-    }
+    // A 4-bit base is re-quantized with its own settings (as PEFT's bnb merge), which rounds W to the 4-bit grid.
+    void SetBaseWeight32(Tensor outIn) => Host.SetWeightOutIn(outIn);
 
     /// <summary>ΔW = s·B·A as float32 [out, in], at the adapter's current rank.</summary>
     public Tensor DeltaWeight(string adapter)

@@ -86,7 +86,11 @@ public sealed class LoraModel
             matched++;
             var settings = new LoraAdapterSettings(
                 ModuleMatcher.RankFor(config, path), ModuleMatcher.AlphaFor(config, path), config.LoraDropout,
-                config.UseRslora, config.UseDora, config.LoraBias, InitName(config.InitLoraWeights));
+                config.UseRslora, config.UseDora, config.LoraBias, InitName(config.InitLoraWeights))
+            {
+                LoftqBits = (int)(LoraSubConfigs.Number(config.LoftqConfig ?? [], "loftq_bits") ?? 4),
+                LoftqIter = (int)(LoraSubConfigs.Number(config.LoftqConfig ?? [], "loftq_iter") ?? 1),
+            };
             if (module is Linear linear)
             {
                 // PEFT sets fan_in_fan_out to match the layer it finds (true for GPT-2's Conv1D).
@@ -196,7 +200,7 @@ public sealed class LoraModel
     /// </summary>
     public (long Trainable, long All) CountParameters()
     {
-        long all = Root.parameters().Sum(p => p.numel());
+        long all = Root.parameters().Sum(Quantization.QuantizedModels.PeftParameterCount); // a 4-bit weight counts numel × 2, as PEFT
         long train = Root.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         foreach (var m in modulesToSave.Values) all += m.CopySize * m.Adapters.Count();
         return (train, all);
