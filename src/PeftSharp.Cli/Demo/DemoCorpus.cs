@@ -4,8 +4,8 @@ namespace PeftSharp.Cli.Demo;
 
 /// <summary>
 /// Tiny Shakespeare (public domain, ~1.1 MB), shipped inside the tool. The base model learns from the first 85%;
-/// the last 10% is held out as the text a LoRA adapter adapts to; a distinct task turns text into UPPERCASE
-/// "shouting", which the base model has barely seen (only in speaker names).
+/// the last 10% is held out. Two distinct tasks give the LoRA adapters something to learn that the base cannot do:
+/// "shout" writes in UPPERCASE (seen by the base only in speaker names), "whisper" writes the held-out plays in lowercase.
 /// </summary>
 public sealed class DemoCorpus
 {
@@ -13,6 +13,8 @@ public sealed class DemoCorpus
     public required string BaseValidation { get; init; }
     public required string HeldOutTrain { get; init; }
     public required string HeldOutValidation { get; init; }
+    public required string WhisperTrain { get; init; }
+    public required string WhisperValidation { get; init; }
     public required string ShoutTrain { get; init; }
     public required string ShoutValidation { get; init; }
 
@@ -29,12 +31,16 @@ public sealed class DemoCorpus
         string text = ReadText().Replace("\r\n", "\n");
         string Slice(double from, double to) => Snap(text, (int)(from * text.Length), (int)(to * text.Length));
         string shout = Slice(0.85, 0.90);
+        var heldOutTrain = Slice(0.90, 0.98);
+        var heldOutValidation = Slice(0.98, 1.0);
         return new DemoCorpus
         {
+            WhisperTrain = heldOutTrain.ToLowerInvariant(),
+            WhisperValidation = heldOutValidation.ToLowerInvariant(),
             BaseTrain = Slice(0.0, 0.85),
             BaseValidation = Slice(0.85, 0.90),
-            HeldOutTrain = Slice(0.90, 0.98),
-            HeldOutValidation = Slice(0.98, 1.0),
+            HeldOutTrain = heldOutTrain,
+            HeldOutValidation = heldOutValidation,
             ShoutTrain = shout[..(shout.Length * 4 / 5)].ToUpperInvariant(),
             ShoutValidation = shout[(shout.Length * 4 / 5)..].ToUpperInvariant(),
         };
