@@ -68,6 +68,7 @@ public static class TrainCommand
         public Option<bool> Resume = new("--resume") { Description = "continue from the newest checkpoint in --out" };
         public Option<string?> Config = new("--config") { Description = "JSON file with defaults for any of these options (e.g. {\"r\": 16, \"lr\": 1e-4})" };
         public Option<bool> Json = CliOptions.Json();
+        public QuantizationOptions Quantization = new();
 
         public Option[] All => [Model, Data, Out, Method, R, Alpha, Dropout, Target, RsLora, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
             BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, LoraPlusRatio, GradientCheckpointing,
@@ -110,7 +111,7 @@ public static class TrainCommand
         }
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
-        using var model = ModelLoader.Load(modelDir, dtype);
+        using var model = ModelLoader.Load(modelDir, dtype, null, o.Quantization.Parse(parse, modelDir, dtype));
         LoraConfig config = method switch
         {
             "dylora" => new DyLoraConfig { RMin = s.Get(o.RankMin), Distribution = s.Get(o.RankDistribution), Frozen = !s.Get(o.NotFrozen) },

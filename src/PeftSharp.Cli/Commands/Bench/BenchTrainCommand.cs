@@ -26,17 +26,18 @@ public static class BenchTrainCommand
         var rank = new Option<int>("--r") { DefaultValueFactory = _ => 8 };
         var target = new Option<string?>("--target") { Description = "comma-separated target modules (default: PEFT's for the model type)" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward" };
+        var fourBit = new Option<bool>("--load-in-4bit") { Description = "QLoRA: decoder linear layers in NF4 with double quantization, computed in --dtype" };
         var json = CliOptions.Json();
         var command = new Command("train", "training throughput and memory (MFU against this machine's GEMM rate)")
-            { config, method, dtype, batch, seqLen, steps, rank, target, checkpointing, json };
+            { config, method, dtype, batch, seqLen, steps, rank, target, checkpointing, fourBit, json };
         command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(config)!, parse.GetValue(method)!, parse.GetValue(dtype)!, parse.GetValue(batch),
-            parse.GetValue(seqLen), parse.GetValue(steps), parse.GetValue(rank), parse.GetValue(target), parse.GetValue(checkpointing), parse.GetValue(json))));
+            parse.GetValue(seqLen), parse.GetValue(steps), parse.GetValue(rank), parse.GetValue(target), parse.GetValue(checkpointing), parse.GetValue(fourBit), parse.GetValue(json))));
         return command;
     }
 
     const int WarmupSteps = 2;
 
-    static int Run(string configPath, string method, string dtypeName, int batch, int seqLen, int steps, int r, string? target, bool checkpointing, bool json)
+    static int Run(string configPath, string method, string dtypeName, int batch, int seqLen, int steps, int r, string? target, bool checkpointing, bool fourBit, bool json)
     {
         var dtype = CliOptions.ParseDType(dtypeName);
         if (method is not ("lora" or "full")) throw new PeftSharpException($"--method: expected lora or full, got \"{method}\"");
@@ -46,8 +47,12 @@ public static class BenchTrainCommand
         double gemm = GemmProbe.MeasureGflops(dtype);
         Console.Error.WriteLine($"  best GEMM: {gemm:F0} GFLOP/s on {get_num_threads()} threads");
 
-        using var model = ModelLoader.Create(config, dtype);
-        model.InitializeWeights(0);
+        if (fourBit && method != "lora") throw new PeftSharpException("--load-in-4bit trains adapters only: use --method lora");
+        using var model = fourBit
+            ? Quantization.QuantizedModelLoader.CreateRandom(config, dtype, null,
+                new Quantization.BitsAndBytesConfig { QuantType = Quantization.FourBitType.Nf4, DoubleQuant = true, ComputeDType = dtype })
+            : ModelLoader.Create(config, dtype);
+        if (!fourBit) model.InitializeWeights(0);
         long trainedMatmul;
         IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> trainable;
         if (method == "lora")
@@ -96,7 +101,7 @@ public static class BenchTrainCommand
                 mfu,
                 peak_rss_bytes = peak,
                 step_seconds = measured / steps,
-                method,
+                method = fourBit ? "qlora" : method,
                 dtype = ModelLoader.DTypeName(dtype),
                 batch_size = batch,
                 seq_len = seqLen,
