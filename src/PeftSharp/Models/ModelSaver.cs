@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using PeftSharp.Tensors;
 using static TorchSharp.torch;
 
@@ -15,30 +16,12 @@ public static class ModelSaver
 
     static readonly string[] WeightFilePatterns = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth"];
 
-    public static void SaveLike(CausalLM model, string sourceDir, string outDir)
-    {
-        if (Quantization.QuantizedModels.IsQuantized(model))
-            throw new PeftSharpException("the model holds 4-bit layers; save it with Quantization.QuantizedCheckpoint.Save");
-        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
-        string full = Path.GetFullPath(outDir);
-        string parent = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(temp);
-        try
+    public static void SaveLike(CausalLM model, string sourceDir, string outDir) =>
+        AtomicDirectory.CreateNew(outDir, temp =>
         {
             WriteWeights(model, sourceDir, temp);
             CopySideFiles(sourceDir, temp);
-            if (Directory.Exists(full)) Directory.Delete(full); // empty, checked above
-            Directory.Move(temp, full);
-        }
-        catch
-        {
-            try { Directory.Delete(temp, recursive: true); } catch (IOException) { }
-            throw;
-        }
-    }
+        });
 
     static void WriteWeights(CausalLM model, string sourceDir, string outDir)
     {
@@ -63,13 +46,12 @@ public static class ModelSaver
         else SafetensorsWriter.Save(Path.Combine(outDir, SafetensorsCheckpoint.SingleFileName), tensors, metadata);
     }
 
-    static void CopySideFiles(string sourceDir, string outDir)
+    /// <summary>Copies everything but the weight files (config, tokenizer, generation settings...); <paramref name="except"/> names more files to leave out.</summary>
+    internal static void CopySideFiles(string sourceDir, string outDir, params string[] except)
     {
-        var weightFiles = WeightFilePatterns.SelectMany(p => Directory.EnumerateFiles(sourceDir, p)).ToHashSet();
+        var skip = WeightFilePatterns.SelectMany(p => Directory.EnumerateFiles(sourceDir, p)).ToHashSet();
+        foreach (var name in except) skip.Add(Path.Combine(sourceDir, name));
         foreach (var file in Directory.EnumerateFiles(sourceDir))
-        {
-            if (weightFiles.Contains(file)) continue;
-            File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)));
-        }
+            if (!skip.Contains(file)) File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)));
     }
 }

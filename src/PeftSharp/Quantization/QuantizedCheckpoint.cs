@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Text.Json.Nodes;
 using PeftSharp.Models;
 using PeftSharp.Peft;
@@ -16,8 +17,6 @@ namespace PeftSharp.Quantization;
 /// </summary>
 public static class QuantizedCheckpoint
 {
-    static readonly string[] WeightFilePatterns = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth"];
-
     /// <summary>
     /// Saves <paramref name="model"/> (loaded from <paramref name="sourceDir"/>) to <paramref name="outDir"/>. With a
     /// <paramref name="quantization"/> config the 4-bit layers are written packed and the config is recorded in
@@ -27,26 +26,12 @@ public static class QuantizedCheckpoint
     {
         if (quantization is not null && !QuantizedModels.IsQuantized(model))
             throw new PeftSharpException("the model has no 4-bit layers to save in the bitsandbytes format");
-        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
-        string full = Path.GetFullPath(outDir);
-        string parent = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicDirectory.CreateNew(outDir, temp =>
         {
             WriteWeights(model, sourceDir, temp, quantization is not null);
             WriteConfig(sourceDir, temp, quantization);
-            CopySideFiles(sourceDir, temp);
-            if (Directory.Exists(full)) Directory.Delete(full); // empty, checked above
-            Directory.Move(temp, full);
-        }
-        catch
-        {
-            try { Directory.Delete(temp, recursive: true); } catch (IOException) { }
-            throw;
-        }
+            ModelSaver.CopySideFiles(sourceDir, temp, "config.json");
+        });
     }
 
     static void WriteWeights(CausalLM model, string sourceDir, string outDir, bool quantized)
@@ -103,14 +88,6 @@ public static class QuantizedCheckpoint
         config.Remove("quantization_config");
         if (quantization is not null) config["quantization_config"] = quantization.ToJson();
         File.WriteAllText(Path.Combine(outDir, "config.json"), PythonJson.Dumps(config) + "\n");
-    }
-
-    static void CopySideFiles(string sourceDir, string outDir)
-    {
-        var skip = WeightFilePatterns.SelectMany(p => Directory.EnumerateFiles(sourceDir, p)).ToHashSet();
-        skip.Add(Path.Combine(sourceDir, "config.json"));
-        foreach (var file in Directory.EnumerateFiles(sourceDir))
-            if (!skip.Contains(file)) File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)));
     }
 
     static bool IsFloat(ScalarType t) => t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64;

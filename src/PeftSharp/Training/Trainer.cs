@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Diagnostics;
 using PeftSharp.Models;
 using TorchSharp;

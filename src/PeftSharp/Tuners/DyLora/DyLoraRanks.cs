@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using PeftSharp.Peft;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tensors;
@@ -31,12 +32,15 @@ public static class DyLoraRanks
         if (rank < 1 || rank > config.R) throw new PeftSharpException($"--rank: {rank} is outside 1..{config.R} for {adapterDir}");
         if (config.RankPattern is { Count: > 0 }) throw new PeftSharpException($"{adapterDir}: export-rank does not support rank_pattern");
         if (config.UseDora) throw new PeftSharpException($"{adapterDir}: export-rank does not support DoRA adapters");
-        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         foreach (var key in config.ExtensionData.Select(kv => kv.Key).Where(k => k.StartsWith("dylora_", StringComparison.Ordinal)).ToList())
             config.ExtensionData.Remove(key);
         config.R = rank;
-        Directory.CreateDirectory(outDir);
+        AtomicDirectory.CreateNew(outDir, temp => WriteTruncated(adapterDir, config, rank, temp));
+        return outDir;
+    }
+
+    static void WriteTruncated(string adapterDir, LoraConfig config, int rank, string outDir)
+    {
         using var file = SafetensorsFile.Open(Path.Combine(adapterDir, AdapterFiles.WeightsFileName));
         using var scope = NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -51,6 +55,5 @@ public static class DyLoraRanks
         }
         SafetensorsWriter.Save(Path.Combine(outDir, AdapterFiles.WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         config.Save(outDir);
-        return outDir;
     }
 }

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
-namespace PeftSharp.Training;
+namespace PeftSharp.IO;
 
 /// <summary>
 /// Creates a folder so that it appears complete or not at all: fill a temporary folder beside the target, flush
@@ -12,6 +12,18 @@ namespace PeftSharp.Training;
 internal static class AtomicDirectory
 {
     const string TempMarker = ".tmp-", OldMarker = ".old-";
+
+    /// <summary>
+    /// Like <see cref="Write"/>, for folders a command creates from scratch: refuses a target that exists and is not
+    /// empty, so nothing a user made is overwritten. <paramref name="flag"/> names the option in the message.
+    /// </summary>
+    public static void CreateNew(string target, Action<string> fill, string flag = "--out")
+    {
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
+            throw new PeftSharpException($"{flag} {target}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
+        if (Directory.Exists(target)) Directory.Delete(target);
+        Write(target, fill);
+    }
 
     public static void Write(string target, Action<string> fill)
     {
