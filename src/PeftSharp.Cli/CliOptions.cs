@@ -39,4 +39,10 @@ public static class CliOptions
     };
 
     public static ScalarType ParseDType(string name) => ModelLoader.ParseDType(name);
+
+    /// <summary>--target: "all-linear", or comma-separated module names (matched exactly or as a ".suffix", as PEFT).</summary>
+    public static Peft.TargetModules ParseTargets(string text) =>
+        text.Trim() == Peft.TargetModules.AllLinearShorthand
+            ? Peft.TargetModules.AllLinear
+            : Peft.TargetModules.FromNames(text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 }

@@ -23,6 +23,7 @@ public static class TrainCommand
         var o = new Options();
         var command = new Command("train", "fine-tune a LoRA / DoRA / DyLoRA / AdaLoRA adapter; writes a PEFT adapter folder");
         foreach (var option in o.All) command.Add(option);
+        o.Quantization.AddTo(command); // QLoRA: --load-in-4bit [--quant-type] [--double-quant] [--blocksize] [--compute-dtype]
         command.SetAction(parse => CliErrors.Run(() => Run(parse, o)));
         return command;
     }
@@ -131,9 +132,7 @@ public static class TrainCommand
         config.LoraDropout = s.Get(o.Dropout);
         config.UseDora = method == "dora";
         config.BaseModelNameOrPath = modelDir;
-        if (s.Get(o.Target) is string target)
-            config.TargetModules = target.Trim() == "all-linear" ? TargetModules.AllLinear
-                : TargetModules.FromNames(target.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+        if (s.Get(o.Target) is string target) config.TargetModules = CliOptions.ParseTargets(target);
         (config as DyLoraConfig)?.Validate();
         var adaConfig = config as AdaLoraConfig;
         if (adaConfig is not null && s.Get(o.LoraPlusRatio) is not null) throw new PeftSharpException("--lora-plus-ratio: not supported with --method adalora");

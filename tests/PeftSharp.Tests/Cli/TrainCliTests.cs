@@ -83,4 +83,31 @@ public class TrainCliTests
         // Without --resume, an existing run is never overwritten.
         CliRunner.AssertUserError(CliRunner.Run(Args(resumed)));
     }
+
+    [Fact]
+    public void QLoraTrainingOnA4BitLlamaBaseTrainsOnlyTheAdapter()
+    {
+        var config = new NaiveLlamaConfig { ModelType = "llama", VocabSize = 1003, HiddenSize = 64, IntermediateSize = 128, NumHiddenLayers = 1,
+                                            NumAttentionHeads = 4, NumKeyValueHeads = 2, MaxPositionEmbeddings = 64 };
+        var dir = TinyCheckpoints.NewTempDirectory();
+        var ckpt = TinyCheckpoints.WriteLlama(dir, config, new TinyLlamaOptions { Seed = 121 });
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), JsonSerializer.Serialize(TinyBpe.TokenizerJson()));
+        File.WriteAllText(Path.Combine(dir, "data.txt"), string.Concat(Enumerable.Repeat(Text, 6)));
+        var outDir = Path.Combine(TinyCheckpoints.NewTempDirectory(), "qlora");
+        var r = CliRunner.Run("train", "--model", dir, "--data", Path.Combine(dir, "data.txt"), "--out", outDir, "--steps", "4", "--lr", "1e-2",
+            "--batch-size", "2", "--seq-len", "32", "--target", "all-linear", "--load-in-4bit", "--double-quant", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.True(r.Json().GetProperty("train_loss_last").GetDouble() < r.Json().GetProperty("train_loss_first").GetDouble());
+        // Only adapter factors are saved: 7 linear layers × (A, B); the 4-bit base is never written.
+        var tensors = NaiveSafetensors.Read(Path.Combine(outDir, "adapter_model.safetensors"));
+        Assert.Equal(14, tensors.Count);
+        Assert.All(tensors.Keys, k => Assert.Matches(@"\.lora_[AB]\.weight$", k));
+        Assert.Equal(ckpt.Weights["model.layers.0.self_attn.q_proj.weight"], NaiveSafetensors.Read(ckpt.WeightsPath)["model.layers.0.self_attn.q_proj.weight"].Values);
+        // The adapter then scores with the 4-bit base through eval.
+        var textPath = Path.Combine(dir, "score.txt");
+        File.WriteAllText(textPath, Text);
+        var eval = CliRunner.Run("eval", "--model", dir, "--text", textPath, "--adapter", outDir, "--load-in-4bit", "--double-quant", "--json");
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+        Assert.True(eval.Json().GetProperty("nll").GetDouble() > 0);
+    }
 }

@@ -41,7 +41,7 @@ public static class BenchInferCommand
         model.InitializeWeights(0);
         model.eval();
         var loraConfig = new LoraConfig { R = r, LoraAlpha = 2 * r, InitLoraWeights = InitLoraWeights.False };
-        if (target is not null) loraConfig.TargetModules = TargetModules.FromNames(target.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+        if (target is not null) loraConfig.TargetModules = CliOptions.ParseTargets(target);
         var lora = LoraModel.Create(model, loraConfig, seed: 1);
         int threads = get_num_threads();
         Console.Error.WriteLine($"bench infer: {config.ModelType}, {ModelLoader.DTypeName(dtype)}, batch {batch}, prompt {promptLen}, {newTokens} new tokens, LoRA r={r} on {lora.LinearLayers.Count} layers, {threads} threads");

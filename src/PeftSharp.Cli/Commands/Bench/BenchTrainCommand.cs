@@ -58,7 +58,7 @@ public static class BenchTrainCommand
         if (method == "lora")
         {
             var loraConfig = new LoraConfig { R = r, LoraAlpha = 2 * r };
-            if (target is not null) loraConfig.TargetModules = TargetModules.FromNames(target.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+            if (target is not null) loraConfig.TargetModules = CliOptions.ParseTargets(target);
             var lora = LoraModel.Create(model, loraConfig, seed: 1);
             trainable = lora.TrainableParameters();
             trainedMatmul = trainable.Sum(p => p.Param.numel());
