@@ -79,7 +79,12 @@ public static class ModelLoader
                 throw new PeftSharpException($"{checkpoint.FilePathOf(key)}: tensor '{key}' maps to parameter '{name}', which another key already filled");
             checkpoint.ReadInto(key, p);
         }
-        var missing = names.Where(n => !loaded.Contains(n)).ToList();
+        CheckCoverage(model, checkpoint, names.Where(n => !loaded.Contains(n)).ToList(), unexpected);
+    }
+
+    /// <summary>One line naming the first missing parameter or unexpected checkpoint tensor (and how many more), if any.</summary>
+    internal static void CheckCoverage(CausalLM model, SafetensorsCheckpoint checkpoint, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected)
+    {
         if (missing.Count > 0)
             throw new PeftSharpException(
                 $"{checkpoint.Path}: missing tensor '{missing[0]}'" + (missing.Count > 1 ? $" and {missing.Count - 1} more" : "") +
@@ -90,7 +95,7 @@ public static class ModelLoader
                 $" (not a parameter of a {model.Config.ModelType} model with this config.json)");
     }
 
-    static bool IsFloatingPoint(ScalarType t) =>
+    internal static bool IsFloatingPoint(ScalarType t) =>
         t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64;
 
     public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch

@@ -59,7 +59,7 @@ public static class QuantizedCheckpoint
                     }
                     else
                     {
-                        var dtype = IsFloat(info.ScalarType) ? info.ScalarType : state.DType;
+                        var dtype = ModelLoader.IsFloatingPoint(info.ScalarType) ? info.ScalarType : state.DType;
                         var outIn = state.Dequantize(linear.weight, dtype);
                         tensors.Add(new(key, linear.FanInFanOut ? outIn.t() : outIn));
                         bytes += outIn.numel() * outIn.element_size();
@@ -67,9 +67,9 @@ public static class QuantizedCheckpoint
                     continue;
                 }
                 // A weight stored 4-bit in the source but full precision now (dequantized, merged) keeps the dtype it has.
-                var target = IsFloat(info.ScalarType) ? info.ScalarType : parameters[name].dtype;
+                var target = ModelLoader.IsFloatingPoint(info.ScalarType) ? info.ScalarType : parameters[name].dtype;
                 tensors.Add(new(key, parameters[name].detach().to_type(target)));
-                if (!IsFloat(info.ScalarType)) { bytes += parameters[name].numel() * parameters[name].element_size(); continue; }
+                if (!ModelLoader.IsFloatingPoint(info.ScalarType)) { bytes += parameters[name].numel() * parameters[name].element_size(); continue; }
             }
             else if (key == "lm_head.weight") tensors.Add(new(key, model.OutputEmbedding.detach().to_type(info.ScalarType))); // tied head saved by some exporters
             else tensors.Add(new(key, source.Read(key))); // buffers kept as they were (GPT-2's attn.bias)
@@ -90,5 +90,4 @@ public static class QuantizedCheckpoint
         File.WriteAllText(Path.Combine(outDir, "config.json"), PythonJson.Dumps(config) + "\n");
     }
 
-    static bool IsFloat(ScalarType t) => t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64;
 }

@@ -63,15 +63,7 @@ public static class QuantizedModelLoader
             else if (Bnb4BitFormat.WeightKeyOfStateEntry(key) is string weightKey && checkpoint.Tensors.ContainsKey(weightKey)) stateEntries.Add(key);
             else if (!model.IsIgnorableCheckpointKey(key)) unexpected.Add(key);
         }
-        var missing = parameters.Where(n => !keyOf.ContainsKey(n)).ToList();
-        if (missing.Count > 0)
-            throw new PeftSharpException(
-                $"{checkpoint.Path}: missing tensor '{missing[0]}'" + (missing.Count > 1 ? $" and {missing.Count - 1} more" : "") +
-                $" (expected by {model.Config.ModelType} config.json)");
-        if (unexpected.Count > 0)
-            throw new PeftSharpException(
-                $"{checkpoint.Path}: unexpected tensor '{unexpected[0]}'" + (unexpected.Count > 1 ? $" and {unexpected.Count - 1} more" : "") +
-                $" (not a parameter of a {model.Config.ModelType} model with this config.json)");
+        ModelLoader.CheckCoverage(model, checkpoint, parameters.Where(n => !keyOf.ContainsKey(n)).ToList(), unexpected);
 
         using var _ = no_grad();
         var quantizable = QuantizedModels.Quantizable(model, settings).Select(l => l.Path).ToHashSet(StringComparer.Ordinal);
