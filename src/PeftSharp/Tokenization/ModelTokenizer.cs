@@ -30,12 +30,19 @@ public sealed class ModelTokenizer
     /// <summary>The Jinja chat template (chat_template.jinja, else tokenizer_config.json), if any.</summary>
     public string? ChatTemplate { get; }
 
+    /// <summary>
+    /// The named special tokens that are set, as transformers' <c>special_tokens_map</c>: "bos_token",
+    /// "eos_token", "unk_token", "pad_token" to their text. Chat templates see these as variables.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> SpecialTokens { get; }
+
     /// <summary>Distinct tokens including added ones: transformers' <c>len(tokenizer)</c> (not config.json's vocab_size, which may be padded).</summary>
     public int VocabSize { get; }
 
     private ModelTokenizer(Tokenizer inner, PostTemplate template, HashSet<int> specialIds, IReadOnlyDictionary<string, int>? wholeWordVocab,
-                           TokenizerConfig config, int? bos, int? eos, int? pad, int vocabSize)
+                           TokenizerConfig config, int? bos, int? eos, int? pad, int vocabSize, IReadOnlyDictionary<string, string> specialTokens)
     {
+        SpecialTokens = specialTokens;
         Inner = inner;
         _template = template;
         _specialIds = specialIds;
@@ -221,6 +228,8 @@ public sealed class ModelTokenizer
             createInner(addedIds), template,
             added.Values.Where(t => t.Special).Select(t => t.Id).ToHashSet(),
             wholeWordVocab, config, IdOf(bos), IdOf(eos), IdOf(pad),
-            vocabSize: vocab.Count + added.Keys.Count(k => !vocab.ContainsKey(k)));
+            vocabSize: vocab.Count + added.Keys.Count(k => !vocab.ContainsKey(k)),
+            specialTokens: new[] { ("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad) }
+                .Where(t => t.Item2 is not null).ToDictionary(t => t.Item1, t => t.Item2!, StringComparer.Ordinal));
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using PeftSharp.Jinja;
 using PeftSharp.Tokenization;
 
 namespace PeftSharp.Training;
@@ -9,10 +10,13 @@ namespace PeftSharp.Training;
 /// <list type="bullet">
 /// <item>Alpaca: <c>{"instruction": …, "input": … (optional), "output": …}</c>, with Stanford Alpaca's prompt (<see cref="PromptFormats.Alpaca"/>);</item>
 /// <item><c>{"prompt": …, "completion": …}</c>, concatenated as they are;</item>
-/// <item><c>{"messages": [{"role": …, "content": …}, …]}</c>, in PeftSharp's chat format (<see cref="PromptFormats.Chat"/>), not the model's chat template;</item>
+/// <item><c>{"messages": [{"role": …, "content": …}, …]}</c>, rendered with the tokenizer's chat template as transformers'
+/// <c>apply_chat_template</c> does (<see cref="PromptFormats.ChatTemplated"/>), or in PeftSharp's own format when the
+/// tokenizer has none (<see cref="PromptFormats.Chat"/>);</item>
 /// <item><c>{"text": …}</c>: plain documents, packed into blocks like <see cref="TextData"/>.</item>
 /// </list>
-/// Instruction records train on their responses only: prompt labels are −100 and each response is followed by EOS.
+/// Instruction records train on their responses only: prompt labels are −100 and each response is followed by EOS
+/// (with a chat template, by whatever end-of-turn token the template writes).
 /// </summary>
 public static class InstructionData
 {
@@ -28,7 +32,9 @@ public static class InstructionData
         int formatLine = 0;
         var records = new List<(int Line, IReadOnlyList<PromptSegment> Segments)>();
         var documents = new List<string>();
-        int lineNumber = 0;
+        int lineNumber = 0, lastReplyOnly = 0;
+        ChatTemplate? chatTemplate = null;
+        bool templateRead = false;
         foreach (var line in File.ReadLines(path))
         {
             lineNumber++;
@@ -40,20 +46,33 @@ public static class InstructionData
             else if (lineFormat != format)
                 throw Error(path, lineNumber, $"expected a {Describe(format.Value)} record like line {formatLine} (one file holds one format), got a {Describe(lineFormat)} record");
             if (lineFormat == Format.Text) documents.Add(RequiredString(path, lineNumber, root, "text"));
-            else records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat)));
+            else
+            {
+                if (lineFormat == Format.Messages && !templateRead)
+                {
+                    chatTemplate = ChatTemplate.FromTokenizer(tokenizer);
+                    templateRead = true;
+                }
+                records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat, chatTemplate, ref lastReplyOnly)));
+            }
         }
         if (format is null) throw new PeftSharpException($"{path}: no records (expected one JSON object per line)");
         if (format == Format.Text) return TextData.Pack(tokenizer, documents, maxLength);
 
         var warnings = new List<string>();
-        if (format == Format.Messages && tokenizer.ChatTemplate is not null)
-            warnings.Add("the tokenizer's chat template is not used (PeftSharp cannot render Jinja); messages are formatted as <|role|>\\ncontent\\n with EOS after each assistant reply");
+        if (format == Format.Messages && chatTemplate is null)
+            warnings.Add($"{path}: the tokenizer has no chat template; messages are formatted as <|role|>\\ncontent\\n with EOS after each assistant reply");
+        if (lastReplyOnly > 0)
+            warnings.Add($"{path}: for {lastReplyOnly} of {records.Count} conversations the chat template rewrites earlier turns as the conversation grows, so only their last assistant reply is trained on");
         var examples = new List<TrainingExample>();
         int truncated = 0, dropped = 0;
         var prefix = SpecialPrefix(tokenizer);
         foreach (var (line, segments) in records)
         {
-            var (example, wasTruncated) = Tokenize(segments, tokenizer, maxLength, prefix);
+            TrainingExample? example;
+            bool wasTruncated;
+            if (chatTemplate is null) (example, wasTruncated) = Tokenize(segments, tokenizer, maxLength, prefix);
+            else example = TokenizeRendered(segments, tokenizer, maxLength, out wasTruncated);
             if (wasTruncated) truncated++;
             if (example is null) dropped++;
             else examples.Add(example);
@@ -102,6 +121,54 @@ public static class InstructionData
     }
 
     /// <summary>
+    /// Token ids of a chat-template rendering, tokenized as one text without added special tokens (as
+    /// transformers tokenizes <c>apply_chat_template</c>'s output), with labels on the tokens that hold reply
+    /// characters (transformers' assistant mask: a token straddling a boundary counts as reply). Cut to
+    /// <paramref name="maxLength"/>; null when no labelled token is left.
+    /// </summary>
+    public static TrainingExample? TokenizeRendered(IReadOnlyList<PromptSegment> segments, ModelTokenizer tokenizer, int maxLength) =>
+        TokenizeRendered(segments, tokenizer, maxLength, out _);
+
+    static TrainingExample? TokenizeRendered(IReadOnlyList<PromptSegment> segments, ModelTokenizer tokenizer, int maxLength, out bool truncated)
+    {
+        string text = string.Concat(segments.Select(s => s.Text));
+        var ids = tokenizer.Encode(text, addSpecialTokens: false).ToArray();
+        var labels = Enumerable.Repeat((int)CausalLMLoss.IgnoreIndex, ids.Length).ToArray();
+        int offset = 0;
+        foreach (var segment in segments)
+        {
+            int start = offset, end = offset + segment.Text.Length;
+            offset = end;
+            if (!segment.IsResponse) continue;
+            int first = TokenBoundary(ids, tokenizer, text, start, includeStraddling: false);
+            int last = TokenBoundary(ids, tokenizer, text, end, includeStraddling: true);
+            for (int t = first; t < last; t++) labels[t] = ids[t];
+        }
+        truncated = ids.Length > maxLength;
+        if (truncated)
+        {
+            ids = ids[..maxLength];
+            labels = labels[..maxLength];
+        }
+        var example = new TrainingExample(ids, labels);
+        return example.LabelledTokens == 0 ? null : example;
+    }
+
+    // The index of the first token of `ids` (the whole text's tokens) that is not wholly before character `at`:
+    // the tokens text[..at] tokenizes to agree with `ids` up to there. With includeStraddling, a token that
+    // holds characters on both sides of `at` counts as before it.
+    static int TokenBoundary(int[] ids, ModelTokenizer tokenizer, string text, int at, bool includeStraddling)
+    {
+        if (at >= text.Length) return ids.Length;
+        if (at == 0) return 0;
+        var before = tokenizer.Encode(text[..at], addSpecialTokens: false);
+        int common = 0;
+        while (common < before.Count && common < ids.Length && before[common] == ids[common]) common++;
+        bool straddles = common < before.Count;
+        return includeStraddling && straddles ? Math.Min(common + 1, ids.Length) : common;
+    }
+
+    /// <summary>
     /// The special tokens the tokenizer puts before a text (Llama's BOS), found by locating a probe's plain ids
     /// inside its ids with special tokens. Any suffix (add_eos_token) is left out: responses add their own EOS.
     /// </summary>
@@ -142,7 +209,7 @@ public static class InstructionData
             $"got keys {(keys.Length == 0 ? "(none)" : keys)}");
     }
 
-    static IReadOnlyList<PromptSegment> Segments(string path, int line, JsonElement root, Format format)
+    static IReadOnlyList<PromptSegment> Segments(string path, int line, JsonElement root, Format format, ChatTemplate? template, ref int lastReplyOnly)
     {
         switch (format)
         {
@@ -166,7 +233,23 @@ public static class InstructionData
                 }
                 if (!list.Any(m => m.Item1 == "assistant"))
                     throw Error(path, line, "expected at least one message with role \"assistant\" (the replies are what is trained on)");
-                return PromptFormats.Chat(list);
+                if (template is null) return PromptFormats.Chat(list);
+                try
+                {
+                    // The template sees every field of each message (tool_calls, name, …), not only role and content.
+                    var values = (List<object?>)JinjaValues.FromJson(messages)!;
+                    var segments = PromptFormats.ChatTemplated(template, values, out bool onlyLast);
+                    if (onlyLast) lastReplyOnly++;
+                    return segments;
+                }
+                catch (JinjaRaisedException e)
+                {
+                    throw Error(path, line, $"the tokenizer's chat template rejects this conversation: {e.TemplateMessage}");
+                }
+                catch (JinjaException e)
+                {
+                    throw Error(path, line, $"the tokenizer's chat template failed on this conversation: {e.Message}");
+                }
         }
     }
 

@@ -1,3 +1,6 @@
+using PeftSharp.Jinja;
+using PeftSharp.Tokenization;
+
 namespace PeftSharp.Training;
 
 /// <summary>A piece of a training conversation: prompt text (no loss) or a response (loss, followed by EOS).</summary>
@@ -35,7 +38,78 @@ public static class PromptFormats
         [new PromptSegment(prompt, false), new PromptSegment(completion, true)];
 
     /// <summary>
-    /// PeftSharp's own chat format, used for <c>messages</c> records. Each message is a header line
+    /// <c>messages</c> rendered with the model's chat template, as transformers' <c>apply_chat_template</c> would:
+    /// the segments are the rendered text cut into prompt and reply pieces, and already hold whatever the
+    /// template writes (BOS, role headers, end-of-turn tokens), so nothing is added when they are tokenized.
+    /// </summary>
+    /// <remarks>
+    /// The replies (with loss) are found as transformers and TRL find them: from the template's
+    /// <c>{% generation %}</c> blocks when it has them; otherwise reply i is what rendering messages[..i+1]
+    /// adds to rendering messages[..i] with the generation prompt, which is the reply, its end-of-turn token
+    /// and whatever the template puts after it. A template that rewrites earlier turns as a conversation grows
+    /// (Qwen3 drops old reasoning, for example) gives no such growing prefixes; then only the last reply is
+    /// trained on (<paramref name="onlyLastReply"/> is set).
+    /// </remarks>
+    /// <param name="messages">Template values (see <see cref="JinjaValues.FromJson"/>), each a dict with at least "role".</param>
+    /// <exception cref="JinjaException">The template failed, or rejected the conversation with raise_exception.</exception>
+    public static IReadOnlyList<PromptSegment> ChatTemplated(ChatTemplate template, IReadOnlyList<object?> messages, out bool onlyLastReply)
+    {
+        onlyLastReply = false;
+        if (template.HasGenerationBlocks)
+        {
+            var (text, spans) = template.RenderWithGenerationSpans(messages, addGenerationPrompt: false);
+            return Cut(text, spans);
+        }
+        string full = template.Render(messages, addGenerationPrompt: false);
+        var replies = Enumerable.Range(0, messages.Count).Where(i => IsAssistant(messages[i])).ToList();
+        List<(int Start, int End)>? growing = [];
+        foreach (int i in replies)
+        {
+            var span = ReplySpan(template, messages, i, full);
+            if (span is null || (growing.Count > 0 && span.Value.Start < growing[^1].End))
+            {
+                growing = null;
+                break;
+            }
+            growing.Add(span.Value);
+        }
+        if (growing is not null) return Cut(full, growing);
+
+        onlyLastReply = true;
+        var last = replies.Count > 0 ? ReplySpan(template, messages, replies[^1], full) : null;
+        if (last is null)
+            throw new JinjaException("the chat template's rendering of the conversation does not start with its rendering of the turns before the last reply, so the reply cannot be found", 0);
+        return Cut(full, [last.Value]);
+    }
+
+    static bool IsAssistant(object? message) =>
+        message is OrderedDictionary<string, object?> m && m.TryGetValue("role", out var role) && role is "assistant";
+
+    // Where reply i sits in the full rendering: after messages[..i] with the generation prompt, up to the end of messages[..i+1].
+    static (int Start, int End)? ReplySpan(ChatTemplate template, IReadOnlyList<object?> messages, int i, string full)
+    {
+        string prompt = template.Render(messages.Take(i).ToList(), addGenerationPrompt: true);
+        string withReply = template.Render(messages.Take(i + 1).ToList(), addGenerationPrompt: false);
+        if (!withReply.StartsWith(prompt, StringComparison.Ordinal) || !full.StartsWith(withReply, StringComparison.Ordinal)) return null;
+        return (prompt.Length, withReply.Length);
+    }
+
+    static List<PromptSegment> Cut(string text, IReadOnlyList<(int Start, int End)> replies)
+    {
+        var segments = new List<PromptSegment>();
+        int done = 0;
+        foreach (var (start, end) in replies)
+        {
+            if (start > done) segments.Add(new PromptSegment(text[done..start], false));
+            if (end > start) segments.Add(new PromptSegment(text[start..end], true));
+            done = Math.Max(done, end);
+        }
+        if (done < text.Length) segments.Add(new PromptSegment(text[done..], false));
+        return segments;
+    }
+
+    /// <summary>
+    /// PeftSharp's own chat format, used for <c>messages</c> records when the tokenizer has no chat template. Each message is a header line
     /// <c>&lt;|role|&gt;</c> followed by its content; a non-assistant message ends with a newline, an assistant
     /// message ends with EOS instead. Only assistant contents (and their EOS) carry loss:
     /// <code>
@@ -44,9 +118,7 @@ public static class PromptFormats
     /// To prompt a model trained this way, end the prompt with <c>&lt;|assistant|&gt;\n</c> and stop at EOS.
     /// </summary>
     /// <remarks>
-    /// The model's own chat template (Jinja, in tokenizer_config.json) is not used: rendering arbitrary Jinja
-    /// templates correctly needs a Jinja engine, which PeftSharp does not have. Role headers are plain text, so
-    /// they take a few tokens each unless the tokenizer happens to have them as added tokens.
+    /// Role headers are plain text, so they take a few tokens each unless the tokenizer has them as added tokens.
     /// </remarks>
     public static IReadOnlyList<PromptSegment> Chat(IReadOnlyList<(string Role, string Content)> messages)
     {

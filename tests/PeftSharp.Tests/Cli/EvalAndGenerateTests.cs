@@ -100,6 +100,65 @@ public class EvalAndGenerateTests
     }
 
     [Fact]
+    public void ChatGenerationFormatsThePromptWithTheChatTemplateAndStopsAtItsEndOfTurn()
+    {
+        const int imStart = 1003, imEnd = 1004;
+        var config = new NaiveLlamaConfig { ModelType = "qwen2", VocabSize = 1005, HiddenSize = 16, IntermediateSize = 32, NumHiddenLayers = 2,
+                                            NumAttentionHeads = 2, NumKeyValueHeads = 1, MaxPositionEmbeddings = 128, TieWordEmbeddings = true };
+        var dir = TinyCheckpoints.NewTempDirectory();
+        var ckpt = TinyCheckpoints.WriteLlama(dir, config, new TinyLlamaOptions { Seed = 35, InitStd = 0.3, EosTokenId = imEnd });
+        WriteTokenizer(dir, bos: false);
+        string template = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Tokenization", "ChatTemplates", "qwen2.jinja"));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["tokenizer_class"] = "GPT2Tokenizer",
+            ["eos_token"] = "<|im_end|>",
+            ["chat_template"] = template,
+            ["added_tokens_decoder"] = new Dictionary<string, object>
+            {
+                ["1003"] = new { content = "<|im_start|>", special = true },
+                ["1004"] = new { content = "<|im_end|>", special = true },
+            },
+        }));
+
+        // ChatML as Qwen2's template writes it, by hand; ids by the reference BPE with the special tokens spliced in.
+        const string rendered = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello world<|im_end|>\n<|im_start|>assistant\n";
+        var ids = new List<int> { imStart };
+        ids.AddRange(TinyBpe.ReferenceEncode("system\nBe brief."));
+        ids.Add(imEnd);
+        ids.AddRange(TinyBpe.ReferenceEncode("\n"));
+        ids.Add(imStart);
+        ids.AddRange(TinyBpe.ReferenceEncode("user\nHello world"));
+        ids.Add(imEnd);
+        ids.AddRange(TinyBpe.ReferenceEncode("\n"));
+        ids.Add(imStart);
+        ids.AddRange(TinyBpe.ReferenceEncode("assistant\n"));
+        var naive = new NaiveLlama(config, ckpt.Weights);
+        var generated = new List<int>();
+        for (int step = 0; step < 10; step++)
+        {
+            var logits = naive.Logits(ids.ToArray());
+            int last = logits.GetLength(0) - 1, best = 0;
+            for (int v = 1; v < config.VocabSize; v++) if (logits[last, v] > logits[last, best]) best = v;
+            if (best == imEnd) break;
+            generated.Add(best);
+            ids.Add(best);
+        }
+        Assert.NotEmpty(generated); // the seed gives a model that says something before its end of turn
+
+        var r = CliRunner.Run("generate", "--model", dir, "--chat", "--system", "Be brief.", "--prompt", "Hello world", "--max-new-tokens", "10", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(rendered, r.Json().GetProperty("prompt_text").GetString());
+        Assert.Equal(generated.Count, r.Json().GetProperty("tokens").GetInt32());
+        Assert.Equal(Decode(generated), r.Json().GetProperty("completion").GetString());
+
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"eos_token": "<|endoftext|>"}""");
+        var line = CliRunner.AssertUserError(CliRunner.Run("generate", "--model", dir, "--chat", "--prompt", "hi"));
+        Assert.Contains("--chat", line);
+        Assert.Contains("no chat template", line);
+    }
+
+    [Fact]
     public void SamplingIsReproducibleFromTheSeed()
     {
         var config = new NaiveGpt2Config { VocabSize = Vocab, NEmbd = 16, NLayer = 1, NHead = 2, NPositions = 32 };

@@ -1,0 +1,243 @@
+using System.Text;
+
+namespace PeftSharp.Jinja;
+
+internal enum TokenKind { Text, VariableBegin, VariableEnd, BlockBegin, BlockEnd, Name, String, Integer, Float, Operator, End }
+
+internal readonly record struct Token(TokenKind Kind, string Value, int Line);
+
+/// <summary>
+/// Splits a template into text and tag tokens the way Jinja2 does with the settings transformers uses for chat
+/// templates: <c>trim_blocks</c> (the first newline after a block or comment tag is dropped), <c>lstrip_blocks</c>
+/// (spaces and tabs before a block or comment tag at the start of a line are dropped), whitespace control with
+/// <c>-</c> and <c>+</c>, newlines normalised to <c>\n</c> and one trailing newline of the template dropped.
+/// </summary>
+internal static class JinjaLexer
+{
+    const bool TrimBlocks = true, LstripBlocks = true;
+
+    static readonly string[] Operators = ["//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "="];
+
+    public static List<Token> Tokenize(string source)
+    {
+        source = Normalize(source);
+        var lines = new LineCounter(source);
+        var tokens = new List<Token>();
+        int pos = 0;
+        bool lineStarting = true;
+        while (true)
+        {
+            int tag = FindTagStart(source, pos);
+            string text = source[pos..(tag < 0 ? source.Length : tag)];
+            if (tag < 0)
+            {
+                if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
+                break;
+            }
+            char kind = source[tag + 1];
+            int p = tag + 2;
+            char control = p < source.Length ? source[p] : '\0';
+            if (control == '-') { text = text.TrimEnd(); p++; }
+            else if (control == '+') p++;
+            else if (LstripBlocks && kind != '{') text = LstripToLineStart(text, lineStarting);
+            if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
+
+            if (kind == '#')
+            {
+                int close = source.IndexOf("#}", p, StringComparison.Ordinal);
+                if (close < 0) throw new JinjaException("the comment is not closed (no '#}')", lines.At(tag));
+                bool minus = close > p && source[close - 1] == '-';
+                (pos, lineStarting) = SkipAfterTag(source, close + 2, minus, trim: TrimBlocks);
+                continue;
+            }
+
+            bool block = kind == '%';
+            tokens.Add(new Token(block ? TokenKind.BlockBegin : TokenKind.VariableBegin, "", lines.At(tag)));
+            int depth = 0;
+            while (true)
+            {
+                while (p < source.Length && char.IsWhiteSpace(source[p])) p++;
+                if (p >= source.Length)
+                    throw new JinjaException($"the {(block ? "block" : "variable")} tag is not closed (no '{(block ? "%}" : "}}")}')", lines.At(tag));
+                string end = block ? "%}" : "}}";
+                if (depth == 0)
+                {
+                    bool minus = source[p] == '-' && Matches(source, p + 1, end);
+                    bool plus = block && source[p] == '+' && Matches(source, p + 1, end);
+                    if (minus || plus || Matches(source, p, end))
+                    {
+                        int after = p + (minus || plus ? 1 : 0) + 2;
+                        tokens.Add(new Token(block ? TokenKind.BlockEnd : TokenKind.VariableEnd, "", lines.At(p)));
+                        (pos, lineStarting) = SkipAfterTag(source, after, minus, trim: block && TrimBlocks && !plus);
+                        break;
+                    }
+                }
+                var token = LexExpressionToken(source, ref p, lines);
+                if (token.Kind == TokenKind.Operator)
+                {
+                    if (token.Value is "(" or "[" or "{") depth++;
+                    else if (token.Value is ")" or "]" or "}") depth = Math.Max(0, depth - 1);
+                }
+                tokens.Add(token);
+            }
+            if (block) pos = LexRawBlock(source, tokens, pos, lines, ref lineStarting);
+        }
+        tokens.Add(new Token(TokenKind.End, "", lines.At(source.Length)));
+        return tokens;
+    }
+
+    // Jinja reads "\r\n" and "\r" as "\n" and, without keep_trailing_newline, drops the template's last newline.
+    static string Normalize(string source)
+    {
+        source = source.Replace("\r\n", "\n").Replace('\r', '\n');
+        return source.EndsWith('\n') ? source[..^1] : source;
+    }
+
+    static int FindTagStart(string source, int from)
+    {
+        for (int i = source.IndexOf('{', from); i >= 0 && i + 1 < source.Length; i = source.IndexOf('{', i + 1))
+            if (source[i + 1] is '{' or '%' or '#') return i;
+        return -1;
+    }
+
+    static bool Matches(string source, int at, string what) => string.CompareOrdinal(source, at, what, 0, what.Length) == 0;
+
+    // lstrip_blocks: drop the whitespace between the start of the line and a block tag, if that is all there is.
+    static string LstripToLineStart(string text, bool lineStarting)
+    {
+        int lineStart = text.LastIndexOf('\n') + 1;
+        if (lineStart == 0 && !lineStarting) return text;
+        if (lineStart == text.Length) return text;
+        for (int i = lineStart; i < text.Length; i++)
+            if (!char.IsWhiteSpace(text[i])) return text;
+        return text[..lineStart];
+    }
+
+    // After a tag: "-" eats all following whitespace, trim_blocks one newline. Returns where the next text starts
+    // and whether that is the start of a line (which lstrip_blocks needs).
+    static (int Pos, bool LineStarting) SkipAfterTag(string source, int pos, bool minus, bool trim)
+    {
+        if (minus)
+        {
+            int start = pos;
+            while (pos < source.Length && char.IsWhiteSpace(source[pos])) pos++;
+            return (pos, pos > start && source[pos - 1] == '\n');
+        }
+        if (trim && pos < source.Length && source[pos] == '\n') return (pos + 1, true);
+        return (pos, false);
+    }
+
+    // {% raw %} ... {% endraw %}: the content is text, not parsed.
+    static int LexRawBlock(string source, List<Token> tokens, int pos, LineCounter lines, ref bool lineStarting)
+    {
+        int n = tokens.Count;
+        if (n < 3 || tokens[n - 3].Kind != TokenKind.BlockBegin || tokens[n - 2] is not { Kind: TokenKind.Name, Value: "raw" }) return pos;
+        var match = System.Text.RegularExpressions.Regex.Match(source[pos..], @"\{%(-?)\s*endraw\s*(-?)%\}");
+        if (!match.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", tokens[n - 3].Line);
+        tokens.RemoveRange(n - 3, 3);
+        string text = source.Substring(pos, match.Index);
+        if (match.Groups[1].Value == "-") text = text.TrimEnd();
+        if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
+        int after;
+        (after, lineStarting) = SkipAfterTag(source, pos + match.Index + match.Length, match.Groups[2].Value == "-", TrimBlocks);
+        return after;
+    }
+
+    static Token LexExpressionToken(string source, ref int p, LineCounter lines)
+    {
+        int start = p, line = lines.At(p);
+        char c = source[p];
+        if (char.IsLetter(c) || c == '_')
+        {
+            while (p < source.Length && (char.IsLetterOrDigit(source[p]) || source[p] == '_')) p++;
+            return new Token(TokenKind.Name, source[start..p], line);
+        }
+        if (char.IsAsciiDigit(c))
+        {
+            bool isFloat = false;
+            while (p < source.Length && (char.IsAsciiDigit(source[p]) || source[p] == '_')) p++;
+            if (p + 1 < source.Length && source[p] == '.' && char.IsAsciiDigit(source[p + 1]))
+            {
+                isFloat = true;
+                p++;
+                while (p < source.Length && (char.IsAsciiDigit(source[p]) || source[p] == '_')) p++;
+            }
+            if (p < source.Length && source[p] is 'e' or 'E')
+            {
+                int q = p + 1;
+                if (q < source.Length && source[q] is '+' or '-') q++;
+                if (q < source.Length && char.IsAsciiDigit(source[q]))
+                {
+                    isFloat = true;
+                    p = q;
+                    while (p < source.Length && char.IsAsciiDigit(source[p])) p++;
+                }
+            }
+            return new Token(isFloat ? TokenKind.Float : TokenKind.Integer, source[start..p].Replace("_", ""), line);
+        }
+        if (c is '\'' or '"') return new Token(TokenKind.String, LexString(source, ref p, lines), line);
+        foreach (var op in Operators)
+            if (Matches(source, p, op))
+            {
+                p += op.Length;
+                return new Token(TokenKind.Operator, op, line);
+            }
+        throw new JinjaException($"unexpected character '{c}'", line);
+    }
+
+    // A Python string literal with its backslash escapes.
+    static string LexString(string source, ref int p, LineCounter lines)
+    {
+        char quote = source[p];
+        int line = lines.At(p);
+        p++;
+        var sb = new StringBuilder();
+        while (true)
+        {
+            if (p >= source.Length) throw new JinjaException("the string is not closed", line);
+            char c = source[p++];
+            if (c == quote) return sb.ToString();
+            if (c != '\\' || p >= source.Length) { sb.Append(c); continue; }
+            char e = source[p++];
+            switch (e)
+            {
+                case 'n': sb.Append('\n'); break;
+                case 't': sb.Append('\t'); break;
+                case 'r': sb.Append('\r'); break;
+                case '0': sb.Append('\0'); break;
+                case 'a': sb.Append('\a'); break;
+                case 'b': sb.Append('\b'); break;
+                case 'f': sb.Append('\f'); break;
+                case 'v': sb.Append('\v'); break;
+                case '\\': case '\'': case '"': sb.Append(e); break;
+                case '\n': break; // a backslash before a newline continues the line
+                case 'x': sb.Append(HexChar(source, ref p, 2, line)); break;
+                case 'u': sb.Append(HexChar(source, ref p, 4, line)); break;
+                case 'U': sb.Append(char.ConvertFromUtf32(int.Parse(HexDigits(source, ref p, 8, line), System.Globalization.NumberStyles.HexNumber))); break;
+                default: sb.Append('\\').Append(e); break; // Python keeps unknown escapes as they are
+            }
+        }
+    }
+
+    static char HexChar(string source, ref int p, int digits, int line) =>
+        (char)int.Parse(HexDigits(source, ref p, digits, line), System.Globalization.NumberStyles.HexNumber);
+
+    static string HexDigits(string source, ref int p, int digits, int line)
+    {
+        if (p + digits > source.Length || !source.Substring(p, digits).All(char.IsAsciiHexDigit))
+            throw new JinjaException($"a \\x, \\u or \\U escape needs {digits} hex digits", line);
+        p += digits;
+        return source.Substring(p - digits, digits);
+    }
+
+    sealed class LineCounter(string source)
+    {
+        readonly List<int> _newlines = Enumerable.Range(0, source.Length).Where(i => source[i] == '\n').ToList();
+
+        public int At(int pos)
+        {
+            int index = _newlines.BinarySearch(pos);
+            return (index < 0 ? ~index : index) + 1;
+        }
+    }
+}

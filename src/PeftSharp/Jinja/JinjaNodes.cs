@@ -1,0 +1,40 @@
+namespace PeftSharp.Jinja;
+
+// The template's syntax tree: expressions, then statements. Built by JinjaParser, run by JinjaRenderer.
+
+internal abstract record Expr(int Line);
+internal sealed record LiteralExpr(object? Value, int Line) : Expr(Line);
+internal sealed record NameExpr(string Name, int Line) : Expr(Line);
+internal sealed record AttributeExpr(Expr Target, string Name, int Line) : Expr(Line);
+internal sealed record ItemExpr(Expr Target, Expr Key, int Line) : Expr(Line);
+internal sealed record SliceExpr(Expr Target, Expr? Start, Expr? Stop, Expr? Step, int Line) : Expr(Line);
+internal sealed record Arguments(IReadOnlyList<Expr> Positional, IReadOnlyList<(string Name, Expr Value)> Named);
+internal sealed record CallExpr(Expr Callee, Arguments Args, int Line) : Expr(Line);
+internal sealed record FilterExpr(Expr Input, string Name, Arguments Args, int Line) : Expr(Line);
+internal sealed record TestExpr(Expr Input, string Name, Arguments Args, bool Negated, int Line) : Expr(Line);
+/// <summary>Unary "-", "+" or "not".</summary>
+internal sealed record UnaryExpr(string Op, Expr Operand, int Line) : Expr(Line);
+/// <summary>Arithmetic (+ - * / // % **), concatenation (~), and the short-circuit "and" / "or".</summary>
+internal sealed record BinaryExpr(string Op, Expr Left, Expr Right, int Line) : Expr(Line);
+/// <summary>A comparison chain: a == b, a &lt; b &lt; c, x in y, x not in y ("notin").</summary>
+internal sealed record CompareExpr(Expr First, IReadOnlyList<(string Op, Expr Right)> Rest, int Line) : Expr(Line);
+internal sealed record ConditionalExpr(Expr Condition, Expr Then, Expr? Else, int Line) : Expr(Line);
+internal sealed record ListExpr(IReadOnlyList<Expr> Items, int Line, bool IsTuple = false) : Expr(Line);
+internal sealed record DictExpr(IReadOnlyList<(Expr Key, Expr Value)> Items, int Line) : Expr(Line);
+
+internal abstract record Node(int Line);
+internal sealed record TextNode(string Text, int Line) : Node(Line);
+internal sealed record OutputNode(Expr Value, int Line) : Node(Line);
+internal sealed record IfNode(IReadOnlyList<(Expr Condition, IReadOnlyList<Node> Body)> Branches, IReadOnlyList<Node> Else, int Line) : Node(Line);
+internal sealed record ForNode(IReadOnlyList<string> Targets, Expr Iterable, Expr? Condition, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else, int Line) : Node(Line);
+/// <summary>{% set a = … %}, {% set a, b = … %} or {% set ns.attr = … %}.</summary>
+internal sealed record SetNode(IReadOnlyList<string> Names, string? Attribute, Expr Value, int Line) : Node(Line);
+/// <summary>{% set name %}…{% endset %}: the rendered body becomes the variable.</summary>
+internal sealed record SetBlockNode(string Name, IReadOnlyList<Node> Body, int Line) : Node(Line);
+internal sealed record MacroNode(string Name, IReadOnlyList<string> Parameters, IReadOnlyList<Expr?> Defaults, IReadOnlyList<Node> Body, int Line) : Node(Line);
+internal sealed record BreakNode(int Line) : Node(Line);
+internal sealed record ContinueNode(int Line) : Node(Line);
+/// <summary>transformers' {% generation %}…{% endgeneration %}: marks the text the assistant produces.</summary>
+internal sealed record GenerationNode(IReadOnlyList<Node> Body, int Line) : Node(Line);
+/// <summary>{% filter name %}…{% endfilter %}: the rendered body through a filter.</summary>
+internal sealed record FilterBlockNode(string Filter, Arguments Args, IReadOnlyList<Node> Body, int Line) : Node(Line);

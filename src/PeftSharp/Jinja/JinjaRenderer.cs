@@ -1,0 +1,318 @@
+using System.Text;
+using static PeftSharp.Jinja.JinjaValues;
+
+namespace PeftSharp.Jinja;
+
+/// <summary>
+/// Runs a parsed template. Scoping follows Jinja2: a for loop's body is a new scope each iteration (a
+/// <c>set</c> inside it is gone after the loop, which is why templates use <c>namespace()</c>), <c>if</c>
+/// opens no scope, a macro's body sees the scope it was defined in.
+/// </summary>
+internal sealed class JinjaRenderer
+{
+    enum Flow { Normal, Break, Continue }
+
+    sealed class Scope(Scope? parent)
+    {
+        public readonly Dictionary<string, object?> Variables = new(StringComparer.Ordinal);
+        public Scope? Parent { get; } = parent;
+
+        public bool TryGet(string name, out object? value)
+        {
+            for (var s = this; s is not null; s = s.Parent)
+                if (s.Variables.TryGetValue(name, out value)) return true;
+            value = null;
+            return false;
+        }
+    }
+
+    /// <summary>The attributes of <c>loop</c> inside a for loop.</summary>
+    internal sealed class LoopContext(List<object?> items, int index)
+    {
+        public object? Get(string name) => name switch
+        {
+            "index" => (long)index + 1,
+            "index0" => (long)index,
+            "revindex" => (long)(items.Count - index),
+            "revindex0" => (long)(items.Count - index - 1),
+            "first" => index == 0,
+            "last" => index == items.Count - 1,
+            "length" => (long)items.Count,
+            "previtem" => index > 0 ? items[index - 1] : new Undefined("there is no previous item"),
+            "nextitem" => index + 1 < items.Count ? items[index + 1] : new Undefined("there is no next item"),
+            "depth" => 1L,
+            "depth0" => 0L,
+            "cycle" => new JinjaFunction("loop.cycle", (args, _) =>
+                args.Count == 0 ? throw new JinjaException("loop.cycle() needs at least one value", 0) : args[index % args.Count]),
+            _ => new Undefined($"the loop has no attribute '{name}'"),
+        };
+    }
+
+    readonly StringBuilder _root = new();
+    readonly List<(int Start, int End)> _generationSpans = [];
+
+    public static (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) Render(IReadOnlyList<Node> body, IReadOnlyDictionary<string, object?> variables)
+    {
+        var renderer = new JinjaRenderer();
+        var globals = new Scope(null);
+        foreach (var (name, value) in JinjaBuiltins.Globals) globals.Variables[name] = value;
+        foreach (var (name, value) in variables) globals.Variables[name] = value;
+        var top = new Scope(globals);
+        if (renderer.RenderNodes(body, renderer._root, top) != Flow.Normal)
+            throw new JinjaException("'break' or 'continue' outside a for loop", 0);
+        return (renderer._root.ToString(), renderer._generationSpans);
+    }
+
+    Flow RenderNodes(IReadOnlyList<Node> nodes, StringBuilder output, Scope scope)
+    {
+        foreach (var node in nodes)
+        {
+            var flow = RenderNode(node, output, scope);
+            if (flow != Flow.Normal) return flow;
+        }
+        return Flow.Normal;
+    }
+
+    Flow RenderNode(Node node, StringBuilder output, Scope scope)
+    {
+        switch (node)
+        {
+            case TextNode text:
+                output.Append(text.Text);
+                return Flow.Normal;
+            case OutputNode o:
+                output.Append(ToStr(Evaluate(o.Value, scope)));
+                return Flow.Normal;
+            case IfNode ifNode:
+                foreach (var (condition, body) in ifNode.Branches)
+                    if (IsTrue(Evaluate(condition, scope))) return RenderNodes(body, output, scope);
+                return RenderNodes(ifNode.Else, output, scope);
+            case ForNode forNode:
+                RenderFor(forNode, output, scope);
+                return Flow.Normal;
+            case SetNode set:
+                Assign(set, Evaluate(set.Value, scope), scope);
+                return Flow.Normal;
+            case SetBlockNode setBlock:
+            {
+                var captured = new StringBuilder();
+                RenderNodes(setBlock.Body, captured, scope);
+                scope.Variables[setBlock.Name] = captured.ToString();
+                return Flow.Normal;
+            }
+            case MacroNode macro:
+                scope.Variables[macro.Name] = MakeMacro(macro, scope);
+                return Flow.Normal;
+            case FilterBlockNode filterBlock:
+            {
+                var captured = new StringBuilder();
+                RenderNodes(filterBlock.Body, captured, scope);
+                var (args, kwargs) = EvaluateArguments(filterBlock.Args, scope);
+                output.Append(ToStr(JinjaBuiltins.Filter(filterBlock.Filter, captured.ToString(), args, kwargs, filterBlock.Line)));
+                return Flow.Normal;
+            }
+            case GenerationNode generation:
+            {
+                int start = output.Length;
+                var flow = RenderNodes(generation.Body, output, scope);
+                if (ReferenceEquals(output, _root) && output.Length > start) _generationSpans.Add((start, output.Length));
+                return flow;
+            }
+            case BreakNode:
+                return Flow.Break;
+            case ContinueNode:
+                return Flow.Continue;
+            default:
+                throw new JinjaException($"cannot render a {node.GetType().Name}", node.Line);
+        }
+    }
+
+    void RenderFor(ForNode node, StringBuilder output, Scope scope)
+    {
+        var items = Iterate(Evaluate(node.Iterable, scope), node.Line);
+        if (node.Condition is not null)
+        {
+            var kept = new List<object?>();
+            foreach (var item in items)
+            {
+                var test = new Scope(scope);
+                Bind(node.Targets, item, test, node.Line);
+                if (IsTrue(Evaluate(node.Condition, test))) kept.Add(item);
+            }
+            items = kept;
+        }
+        else items = [.. items]; // a snapshot: the body cannot change what is iterated
+        if (items.Count == 0)
+        {
+            RenderNodes(node.Else, output, scope);
+            return;
+        }
+        for (int i = 0; i < items.Count; i++)
+        {
+            var iteration = new Scope(scope);
+            Bind(node.Targets, items[i], iteration, node.Line);
+            iteration.Variables["loop"] = new LoopContext(items, i);
+            if (RenderNodes(node.Body, output, iteration) == Flow.Break) break;
+        }
+    }
+
+    static void Bind(IReadOnlyList<string> targets, object? value, Scope scope, int line)
+    {
+        if (targets.Count == 1)
+        {
+            scope.Variables[targets[0]] = value;
+            return;
+        }
+        var parts = Iterate(value, line);
+        if (parts.Count != targets.Count)
+            throw new JinjaException($"cannot unpack {parts.Count} values into {targets.Count} names ({string.Join(", ", targets)})", line);
+        for (int i = 0; i < targets.Count; i++) scope.Variables[targets[i]] = parts[i];
+    }
+
+    void Assign(SetNode set, object? value, Scope scope)
+    {
+        if (set.Attribute is not null)
+        {
+            if (!scope.TryGet(set.Names[0], out var target) || target is not JinjaNamespace ns)
+                throw new JinjaException($"'{set.Names[0]}' is not a namespace: only namespace() objects take {{% set {set.Names[0]}.{set.Attribute} = … %}}", set.Line);
+            ns.Attributes[set.Attribute] = value;
+            return;
+        }
+        Bind(set.Names, value, scope, set.Line);
+    }
+
+    JinjaFunction MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
+    {
+        var scope = new Scope(definedIn);
+        if (args.Count > macro.Parameters.Count)
+            throw new JinjaException($"macro '{macro.Name}' takes {macro.Parameters.Count} arguments, got {args.Count}", macro.Line);
+        for (int i = 0; i < macro.Parameters.Count; i++)
+        {
+            string name = macro.Parameters[i];
+            if (i < args.Count) scope.Variables[name] = args[i];
+            else if (kwargs.TryGetValue(name, out var v)) scope.Variables[name] = v;
+            else scope.Variables[name] = macro.Defaults[i] is { } d ? Evaluate(d, scope) : new Undefined($"'{name}' is undefined");
+        }
+        var output = new StringBuilder();
+        RenderNodes(macro.Body, output, scope);
+        return output.ToString();
+    });
+
+    (List<object?> Args, Dictionary<string, object?> Kwargs) EvaluateArguments(Arguments arguments, Scope scope)
+    {
+        var args = arguments.Positional.Select(a => Evaluate(a, scope)).ToList();
+        var kwargs = new Dictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (name, value) in arguments.Named) kwargs[name] = Evaluate(value, scope);
+        return (args, kwargs);
+    }
+
+    object? Evaluate(Expr expr, Scope scope)
+    {
+        switch (expr)
+        {
+            case LiteralExpr literal:
+                return literal.Value;
+            case NameExpr name:
+                return scope.TryGet(name.Name, out var value) ? value : new Undefined($"'{name.Name}' is undefined");
+            case AttributeExpr attribute:
+                return JinjaBuiltins.GetAttribute(Evaluate(attribute.Target, scope), attribute.Name, attribute.Line);
+            case ItemExpr item:
+                return JinjaBuiltins.GetItem(Evaluate(item.Target, scope), Evaluate(item.Key, scope), item.Line);
+            case SliceExpr slice:
+                return JinjaBuiltins.Slice(Evaluate(slice.Target, scope), Optional(slice.Start), Optional(slice.Stop), Optional(slice.Step), slice.Line);
+            case CallExpr call:
+            {
+                var callee = Evaluate(call.Callee, scope);
+                var (args, kwargs) = EvaluateArguments(call.Args, scope);
+                return callee switch
+                {
+                    JinjaFunction f => f.Invoke(args, kwargs),
+                    Undefined u => throw new JinjaException(u.Hint, call.Line),
+                    _ => throw new JinjaException($"a {TypeName(callee)} cannot be called", call.Line),
+                };
+            }
+            case FilterExpr filter:
+            {
+                var input = Evaluate(filter.Input, scope);
+                var (args, kwargs) = EvaluateArguments(filter.Args, scope);
+                return JinjaBuiltins.Filter(filter.Name, input, args, kwargs, filter.Line);
+            }
+            case TestExpr test:
+            {
+                var input = Evaluate(test.Input, scope);
+                var (args, _) = EvaluateArguments(test.Args, scope);
+                return JinjaBuiltins.Test(test.Name, input, args, test.Line) != test.Negated;
+            }
+            case UnaryExpr unary:
+            {
+                var operand = Evaluate(unary.Operand, scope);
+                return unary.Op switch
+                {
+                    "not" => !IsTrue(operand),
+                    "-" => operand switch
+                    {
+                        long l => (object)(-l),
+                        double d => -d,
+                        bool b => b ? -1L : 0L,
+                        _ => throw new JinjaException($"bad operand type for unary -: '{TypeName(operand)}'", unary.Line),
+                    },
+                    _ => IsNumber(operand) ? operand is bool b2 ? (b2 ? 1L : 0L) : operand
+                        : throw new JinjaException($"bad operand type for unary +: '{TypeName(operand)}'", unary.Line),
+                };
+            }
+            case BinaryExpr binary:
+                if (binary.Op == "and")
+                {
+                    var left = Evaluate(binary.Left, scope);
+                    return IsTrue(left) ? Evaluate(binary.Right, scope) : left;
+                }
+                if (binary.Op == "or")
+                {
+                    var left = Evaluate(binary.Left, scope);
+                    return IsTrue(left) ? left : Evaluate(binary.Right, scope);
+                }
+                return JinjaBuiltins.Arithmetic(binary.Op, Evaluate(binary.Left, scope), Evaluate(binary.Right, scope), binary.Line);
+            case CompareExpr compare:
+            {
+                var left = Evaluate(compare.First, scope);
+                foreach (var (op, rightExpr) in compare.Rest)
+                {
+                    var right = Evaluate(rightExpr, scope);
+                    bool holds = op switch
+                    {
+                        "==" => AreEqual(left, right),
+                        "!=" => !AreEqual(left, right),
+                        "<" => Compare(left, right, compare.Line) < 0,
+                        "<=" => Compare(left, right, compare.Line) <= 0,
+                        ">" => Compare(left, right, compare.Line) > 0,
+                        ">=" => Compare(left, right, compare.Line) >= 0,
+                        "in" => JinjaBuiltins.Contains(right, left, compare.Line),
+                        _ => !JinjaBuiltins.Contains(right, left, compare.Line),
+                    };
+                    if (!holds) return false;
+                    left = right;
+                }
+                return true;
+            }
+            case ConditionalExpr conditional:
+                return IsTrue(Evaluate(conditional.Condition, scope)) ? Evaluate(conditional.Then, scope)
+                    : conditional.Else is null ? new Undefined("the conditional expression had no else branch") : Evaluate(conditional.Else, scope);
+            case ListExpr list:
+                return list.IsTuple ? new JinjaTuple(list.Items.Select(i => Evaluate(i, scope))) : list.Items.Select(i => Evaluate(i, scope)).ToList();
+            case DictExpr dict:
+            {
+                var result = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+                foreach (var (keyExpr, valueExpr) in dict.Items)
+                {
+                    var key = Evaluate(keyExpr, scope);
+                    result[key as string ?? ToStr(key)] = Evaluate(valueExpr, scope);
+                }
+                return result;
+            }
+            default:
+                throw new JinjaException($"cannot evaluate a {expr.GetType().Name}", expr.Line);
+        }
+
+        object? Optional(Expr? e) => e is null ? null : Evaluate(e, scope);
+    }
+}

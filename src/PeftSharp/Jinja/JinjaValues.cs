@@ -1,0 +1,303 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace PeftSharp.Jinja;
+
+/// <summary>
+/// A value Jinja could not find (a missing variable, key or attribute). As in Jinja2's default <c>Undefined</c>:
+/// prints as "", is false, iterates as empty, has length 0, and is an error to index, call or do arithmetic with.
+/// </summary>
+public sealed class Undefined
+{
+    public string Hint { get; }
+    internal Undefined(string hint) => Hint = hint;
+}
+
+/// <summary>A callable value: a global function, a macro, or a bound method such as <c>message.content.strip</c>.</summary>
+public sealed class JinjaFunction(string name, Func<IReadOnlyList<object?>, IReadOnlyDictionary<string, object?>, object?> invoke)
+{
+    public string Name { get; } = name;
+    public object? Invoke(IReadOnlyList<object?> args, IReadOnlyDictionary<string, object?> kwargs) => invoke(args, kwargs);
+}
+
+/// <summary>A Python tuple: a list that prints as (a, b). <c>dict.items()</c> yields these.</summary>
+public sealed class JinjaTuple : List<object?>
+{
+    public JinjaTuple(IEnumerable<object?> items) : base(items) { }
+}
+
+/// <summary>What <c>namespace(...)</c> makes: attributes that <c>{% set ns.x = … %}</c> may change from inside a loop.</summary>
+public sealed class JinjaNamespace
+{
+    public OrderedDictionary<string, object?> Attributes { get; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>
+/// The values templates work with and Python's rules for them: None is <c>null</c>, integers <see cref="long"/>,
+/// floats <see cref="double"/>, lists <see cref="List{T}"/> of object, dicts <see cref="OrderedDictionary{TKey,TValue}"/>
+/// with string keys, plus <see cref="Undefined"/>, <see cref="JinjaNamespace"/> and <see cref="JinjaFunction"/>.
+/// </summary>
+public static class JinjaValues
+{
+    /// <summary>Converts parsed JSON (messages, tools) into template values, keeping key order.</summary>
+    public static object? FromJson(JsonElement element) => element.ValueKind switch
+    {
+        JsonValueKind.Object => ToDict(element.EnumerateObject().Select(p => (p.Name, FromJson(p.Value)))),
+        JsonValueKind.Array => element.EnumerateArray().Select(FromJson).ToList(),
+        JsonValueKind.String => element.GetString(),
+        JsonValueKind.Number => element.TryGetInt64(out long l) ? (object)l : element.GetDouble(),
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        _ => null,
+    };
+
+    public static OrderedDictionary<string, object?> ToDict(IEnumerable<(string Key, object? Value)> items)
+    {
+        var dict = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (key, value) in items) dict[key] = value;
+        return dict;
+    }
+
+    public static bool IsTrue(object? value) => value switch
+    {
+        null or Undefined => false,
+        bool b => b,
+        long l => l != 0,
+        double d => d != 0,
+        string s => s.Length > 0,
+        List<object?> list => list.Count > 0,
+        OrderedDictionary<string, object?> dict => dict.Count > 0,
+        _ => true,
+    };
+
+    /// <summary>Python's <c>str()</c>, which is how <c>{{ value }}</c> prints (Undefined prints nothing).</summary>
+    public static string ToStr(object? value) => value switch
+    {
+        string s => s,
+        Undefined => "",
+        _ => Repr(value),
+    };
+
+    /// <summary>Python's <c>repr()</c>: strings quoted, None, True/False, [a, b], {'k': v}.</summary>
+    public static string Repr(object? value) => value switch
+    {
+        null => "None",
+        Undefined => "",
+        bool b => b ? "True" : "False",
+        long l => l.ToString(CultureInfo.InvariantCulture),
+        double d => FloatRepr(d),
+        string s => StringRepr(s),
+        JinjaTuple tuple => "(" + string.Join(", ", tuple.Select(Repr)) + (tuple.Count == 1 ? ",)" : ")"),
+        List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
+        OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => StringRepr(p.Key) + ": " + Repr(p.Value))) + "}",
+        JinjaNamespace ns => "<Namespace " + string.Join(", ", ns.Attributes.Select(p => p.Key + "=" + Repr(p.Value))) + ">",
+        JinjaFunction f => $"<function {f.Name}>",
+        _ => value.ToString() ?? "",
+    };
+
+    // Python's float repr: the shortest digits that round-trip, in exponent form below 1e-4 and from 1e16.
+    static string FloatRepr(double d)
+    {
+        if (double.IsNaN(d)) return "nan";
+        if (double.IsInfinity(d)) return d > 0 ? "inf" : "-inf";
+        string sign = d < 0 || (d == 0 && double.IsNegative(d)) ? "-" : "";
+        string r = Math.Abs(d).ToString("R", CultureInfo.InvariantCulture);
+        int e = r.IndexOf('E');
+        int exponent = e < 0 ? 0 : int.Parse(r[(e + 1)..], CultureInfo.InvariantCulture);
+        string mantissa = e < 0 ? r : r[..e];
+        int dot = mantissa.IndexOf('.');
+        string whole = dot < 0 ? mantissa : mantissa[..dot], all = whole + (dot < 0 ? "" : mantissa[(dot + 1)..]);
+        string digits = all.TrimStart('0');
+        int point = whole.Length + exponent - (all.Length - digits.Length); // digits before the decimal point
+        digits = digits.TrimEnd('0');
+        if (digits.Length == 0) return sign + "0.0";
+        int scientific = point - 1;
+        if (scientific < -4 || scientific >= 16)
+            return sign + digits[0] + (digits.Length > 1 ? "." + digits[1..] : "") + "e" + (scientific < 0 ? "-" : "+") +
+                   Math.Abs(scientific).ToString("00", CultureInfo.InvariantCulture);
+        if (point <= 0) return sign + "0." + new string('0', -point) + digits;
+        if (point >= digits.Length) return sign + digits + new string('0', point - digits.Length) + ".0";
+        return sign + digits[..point] + "." + digits[point..];
+    }
+
+    static string StringRepr(string s)
+    {
+        char quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
+        var sb = new StringBuilder().Append(quote);
+        foreach (char c in s)
+        {
+            switch (c)
+            {
+                case '\\': sb.Append("\\\\"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                default:
+                    if (c == quote) sb.Append('\\').Append(c);
+                    else if (c < 0x20 || c == 0x7f) sb.Append("\\x").Append(((int)c).ToString("x2", CultureInfo.InvariantCulture));
+                    else sb.Append(c);
+                    break;
+            }
+        }
+        return sb.Append(quote).ToString();
+    }
+
+    /// <summary>
+    /// Python's <c>json.dumps(value, ensure_ascii=False, indent=indent, separators=…, sort_keys=…)</c>, which is
+    /// transformers' <c>tojson</c> filter for chat templates (Jinja's own escapes HTML characters; transformers' does not).
+    /// </summary>
+    public static string ToJson(object? value, int? indent = null, string? itemSeparator = null, string? keySeparator = null, bool sortKeys = false)
+    {
+        var sb = new StringBuilder();
+        itemSeparator ??= indent is null ? ", " : ",";
+        keySeparator ??= ": ";
+        WriteJson(sb, value, indent, 0, itemSeparator, keySeparator, sortKeys);
+        return sb.ToString();
+    }
+
+    static void WriteJson(StringBuilder sb, object? value, int? indent, int level, string itemSep, string keySep, bool sortKeys)
+    {
+        switch (value)
+        {
+            case null: sb.Append("null"); break;
+            case bool b: sb.Append(b ? "true" : "false"); break;
+            case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+            case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
+            case string s: WriteJsonString(sb, s); break;
+            case List<object?> list:
+                WriteJsonContainer(sb, '[', ']', list.Count, indent, level, itemSep, i => WriteJson(sb, list[i], indent, level + 1, itemSep, keySep, sortKeys));
+                break;
+            case OrderedDictionary<string, object?> dict:
+            {
+                var pairs = sortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
+                WriteJsonContainer(sb, '{', '}', pairs.Count, indent, level, itemSep, i =>
+                {
+                    WriteJsonString(sb, pairs[i].Key);
+                    sb.Append(keySep);
+                    WriteJson(sb, pairs[i].Value, indent, level + 1, itemSep, keySep, sortKeys);
+                });
+                break;
+            }
+            case JinjaNamespace ns: WriteJson(sb, ToDict(ns.Attributes.Select(p => (p.Key, p.Value))), indent, level, itemSep, keySep, sortKeys); break;
+            case Undefined u: throw new JinjaException($"{u.Hint}: an undefined value cannot be written as JSON", 0);
+            default: throw new JinjaException($"a {TypeName(value)} cannot be written as JSON", 0);
+        }
+    }
+
+    static void WriteJsonContainer(StringBuilder sb, char open, char close, int count, int? indent, int level, string itemSep, Action<int> writeItem)
+    {
+        sb.Append(open);
+        if (count == 0) { sb.Append(close); return; }
+        for (int i = 0; i < count; i++)
+        {
+            if (i > 0) sb.Append(itemSep);
+            if (indent is int n) sb.Append('\n').Append(' ', n * (level + 1));
+            writeItem(i);
+        }
+        if (indent is int m) sb.Append('\n').Append(' ', m * level);
+        sb.Append(close);
+    }
+
+    static void WriteJsonString(StringBuilder sb, string s)
+    {
+        sb.Append('"');
+        foreach (char c in s)
+        {
+            switch (c)
+            {
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                case '\b': sb.Append("\\b"); break;
+                case '\f': sb.Append("\\f"); break;
+                default:
+                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    else sb.Append(c);
+                    break;
+            }
+        }
+        sb.Append('"');
+    }
+
+    /// <summary>Python's <c>==</c>: 1 == 1.0 == True, lists and dicts by content.</summary>
+    public static bool AreEqual(object? a, object? b)
+    {
+        if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
+        if (a is null || b is null) return a is null && b is null;
+        if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a) == ToDouble(b) : ToLong(a) == ToLong(b);
+        if (a is string sa && b is string sb) return sa == sb;
+        if (a is List<object?> la && b is List<object?> lb) return la.Count == lb.Count && la.Zip(lb).All(p => AreEqual(p.First, p.Second));
+        if (a is OrderedDictionary<string, object?> da && b is OrderedDictionary<string, object?> db)
+            return da.Count == db.Count && da.All(p => db.TryGetValue(p.Key, out var v) && AreEqual(p.Value, v));
+        return ReferenceEquals(a, b);
+    }
+
+    /// <summary>Python's ordering for numbers, strings (by code point) and lists.</summary>
+    public static int Compare(object? a, object? b, int line)
+    {
+        if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
+        if (a is string sa && b is string sb) return string.CompareOrdinal(sa, sb);
+        if (a is List<object?> la && b is List<object?> lb)
+        {
+            for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
+                if (!AreEqual(la[i], lb[i])) return Compare(la[i], lb[i], line);
+            return la.Count.CompareTo(lb.Count);
+        }
+        throw new JinjaException($"cannot compare a {TypeName(a)} with a {TypeName(b)}", line);
+    }
+
+    public static bool IsNumber(object? v) => v is long or double or bool;
+    public static long ToLong(object? v) => v switch { long l => l, bool b => b ? 1 : 0, double d => (long)d, _ => 0 };
+    public static double ToDouble(object? v) => v switch { long l => l, bool b => b ? 1 : 0, double d => d, _ => 0 };
+
+    /// <summary>Python's type name, for error messages.</summary>
+    public static string TypeName(object? v) => v switch
+    {
+        null => "None",
+        Undefined => "undefined value",
+        bool => "bool",
+        long => "int",
+        double => "float",
+        string => "str",
+        JinjaTuple => "tuple",
+        List<object?> => "list",
+        OrderedDictionary<string, object?> => "dict",
+        JinjaNamespace => "namespace",
+        JinjaFunction => "function",
+        _ => v.GetType().Name,
+    };
+
+    /// <summary>The items of a list, the keys of a dict or the characters of a string; Undefined is empty.</summary>
+    public static List<object?> Iterate(object? value, int line) => value switch
+    {
+        List<object?> list => list,
+        OrderedDictionary<string, object?> dict => dict.Keys.Cast<object?>().ToList(),
+        string s => StringElements(s).Cast<object?>().ToList(),
+        Undefined => [],
+        _ => throw new JinjaException($"a {TypeName(value)} cannot be iterated over", line),
+    };
+
+    /// <summary>The characters of a string as Python sees them (code points, not UTF-16 halves).</summary>
+    public static List<string> StringElements(string s)
+    {
+        var result = new List<string>(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { result.Add(s.Substring(i, 2)); i++; }
+            else result.Add(s[i].ToString());
+        }
+        return result;
+    }
+
+    public static int Length(object? value, int line) => value switch
+    {
+        string s => StringElements(s).Count,
+        List<object?> list => list.Count,
+        OrderedDictionary<string, object?> dict => dict.Count,
+        Undefined => 0,
+        _ => throw new JinjaException($"a {TypeName(value)} has no length", line),
+    };
+}
