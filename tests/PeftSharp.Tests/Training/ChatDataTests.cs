@@ -108,6 +108,27 @@ public class ChatDataTests
     }
 
     [Fact]
+    public void SentencePieceTokenizersLabelTheReplyPiecesOfTheJointTokenization()
+    {
+        using var dir = new TempDir();
+        TinySentencePiece.Write(dir.File("tokenizer.model"));
+        dir.WriteJson("tokenizer_config.json", new Dictionary<string, object>
+        {
+            ["tokenizer_class"] = "LlamaTokenizer",
+            ["bos_token"] = "<s>",
+            ["eos_token"] = "</s>",
+            ["chat_template"] = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% else %}{{ ' ' + m.content + eos_token }}{% endif %}{% endfor %}",
+        });
+        var tokenizer = ModelTokenizer.Load(dir.Path);
+        dir.Write("chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}, {\"role\": \"assistant\", \"content\": \"world\"}]}\n");
+        var e = Assert.Single(InstructionData.LoadJsonl(dir.File("chat.jsonl"), tokenizer, 512).Examples);
+        // "<s>hello world</s>": BOS, ▁hello, ▁world, EOS; the reply " world</s>" is the last two, nothing is added.
+        int hello = TinySentencePiece.IdOf("▁hello"), world = TinySentencePiece.IdOf("▁world");
+        Assert.Equal(new[] { TinySentencePiece.Bos, hello, world, TinySentencePiece.Eos }, e.InputIds);
+        Assert.Equal(new[] { X, X, world, TinySentencePiece.Eos }, e.Labels);
+    }
+
+    [Fact]
     public void ATemplateThatRewritesEarlierTurnsTrainsOnTheLastReplyOnlyAndSaysSo()
     {
         using var dir = new TempDir();
