@@ -11,12 +11,10 @@ namespace PeftSharp.Tuners.Lora;
 /// [r, num_embeddings] (initialised to zero) and <c>lora_embedding_B.{adapter}</c> [dim, r] (standard normal), and
 /// <c>y = E[ids] + (A[:, ids]ᵀ · Bᵀ) · scaling</c>. The update of the table is ΔE = (B·A)ᵀ · scaling.
 /// </summary>
-public sealed class LoraEmbedding : ILayerTuner
+public sealed class LoraEmbedding : LoraLayer
 {
     ParameterDict loraA = new();
     ParameterDict loraB = new();
-    readonly Dictionary<string, LoraAdapterSettings> settings = new(StringComparer.Ordinal);
-    readonly List<string> merged = [];
 
     public LoraEmbedding(Embedding host)
     {
@@ -27,17 +25,11 @@ public sealed class LoraEmbedding : ILayerTuner
     }
 
     public Embedding Host { get; }
-    public IReadOnlyDictionary<string, LoraAdapterSettings> Adapters => settings;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public IReadOnlyList<string> MergedAdapters => merged;
-    public bool Merged => merged.Count > 0;
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string>? RowAdapters { get; set; }
 
     public Parameter A(string adapter) => loraA[adapter];
     public Parameter B(string adapter) => loraB[adapter];
 
-    public void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
+    public override void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
     {
         if (s.UseDora) throw new PeftSharpException("DoRA is not supported on embedding layers");
         if (settings.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists on this layer");
@@ -68,14 +60,14 @@ public sealed class LoraEmbedding : ILayerTuner
     }
 
     /// <summary>ΔE = (B·A)ᵀ·s as float32 [num_embeddings, dim].</summary>
-    public Tensor DeltaWeight(string adapter)
+    public override Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
         var delta = loraB[adapter].to_type(ScalarType.Float32).matmul(loraA[adapter].to_type(ScalarType.Float32)).t().mul(settings[adapter].Scaling);
         return delta.contiguous().MoveToOuterDisposeScope();
     }
 
-    public Tensor Forward(Tensor ids)
+    public override Tensor Forward(Tensor ids)
     {
         if (Disabled)
         {
@@ -109,7 +101,7 @@ public sealed class LoraEmbedding : ILayerTuner
         return afterA.matmul(loraB[name].t()).mul(settings[name].Scaling);
     }
 
-    public void Merge(IEnumerable<string>? adapters = null, bool safe = false)
+    public override void Merge(IEnumerable<string>? adapters = null, bool safe = false)
     {
         using var _ = no_grad();
         foreach (var name in (adapters ?? ActiveAdapters).ToList())
@@ -124,7 +116,7 @@ public sealed class LoraEmbedding : ILayerTuner
         }
     }
 
-    public void Unmerge()
+    public override void Unmerge()
     {
         using var _ = no_grad();
         while (merged.Count > 0)
@@ -135,7 +127,7 @@ public sealed class LoraEmbedding : ILayerTuner
         }
     }
 
-    public void DeleteAdapter(string name)
+    public override void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
         if (!settings.Remove(name)) return;
@@ -152,5 +144,12 @@ public sealed class LoraEmbedding : ILayerTuner
         var kept = new ParameterDict();
         foreach (var key in dict.keys()) if (key != name) kept.Add((key, dict[key]));
         return kept;
+    }
+
+    public override void Detach()
+    {
+        Host.Tuner = null;
+        Host.RemoveSubmodule("lora_embedding_A");
+        Host.RemoveSubmodule("lora_embedding_B");
     }
 }

@@ -25,15 +25,13 @@ public sealed class DoraMagnitude : nn.Module
 /// (<c>lora_A.{adapter}.weight</c>, <c>lora_B.{adapter}.weight</c>, <c>lora_magnitude_vector.{adapter}.weight</c>),
 /// so several adapters live side by side and are switched by name.
 /// </summary>
-public sealed class LoraLinear : ILayerTuner
+public sealed class LoraLinear : LoraLayer
 {
     readonly AdapterContainer<Linear> loraA = new();
     readonly AdapterContainer<Linear> loraB = new();
     AdapterContainer<DoraMagnitude>? magnitude;
-    readonly Dictionary<string, LoraAdapterSettings> settings = new(StringComparer.Ordinal);
     // DoRA merges scale rows by m/‖W + ΔW‖; remembered so unmerge restores W exactly.
     readonly Dictionary<string, Tensor> doraFactors = new(StringComparer.Ordinal);
-    readonly List<string> merged = [];
     // DyLoRA: adapters evaluated or trained at a truncated rank b ≤ r (first b rows of A, columns of B, scaling α/b).
     readonly Dictionary<string, int> truncatedRank = new(StringComparer.Ordinal);
     readonly HashSet<string> frozenTruncation = new(StringComparer.Ordinal);
@@ -48,14 +46,6 @@ public sealed class LoraLinear : ILayerTuner
     }
 
     public Linear Host { get; }
-    public IReadOnlyDictionary<string, LoraAdapterSettings> Adapters => settings;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public IReadOnlyList<string> MergedAdapters => merged;
-    public bool Merged => merged.Count > 0;
-    /// <summary>While true, the layer computes its base output only (merged adapters are unmerged first, as PEFT).</summary>
-    public bool Disabled { get; set; }
-    /// <summary>Per-row adapter names for the next forwards (PEFT's <c>adapter_names</c>; "__base__" = none).</summary>
-    public IReadOnlyList<string>? RowAdapters { get; set; }
 
     /// <summary>The rank an adapter currently runs at (its full r unless truncated).</summary>
     public int RankOf(string adapter) => truncatedRank.TryGetValue(adapter, out var b) ? b : settings[adapter].Rank;
@@ -103,7 +93,7 @@ public sealed class LoraLinear : ILayerTuner
     public Linear B(string adapter) => loraB[adapter];
     public Parameter? Magnitude(string adapter) => magnitude is not null && magnitude.Contains(adapter) ? magnitude[adapter].weight : null;
 
-    public void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
+    public override void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
     {
         if (s.Rank <= 0) throw new PeftSharpException($"lora r must be a positive integer, got {s.Rank}");
         var device = Host.weight.device;
@@ -128,7 +118,7 @@ public sealed class LoraLinear : ILayerTuner
         }
     }
 
-    public void DeleteAdapter(string name)
+    public override void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
         loraA.Remove(name);
@@ -212,7 +202,7 @@ public sealed class LoraLinear : ILayerTuner
     void SetBaseWeight32(Tensor outIn) => Host.SetWeightOutIn(outIn);
 
     /// <summary>ΔW = s·B·A as float32 [out, in], at the adapter's current rank.</summary>
-    public Tensor DeltaWeight(string adapter)
+    public override Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
         var (a, b, scaling) = Factors(adapter);
@@ -222,7 +212,7 @@ public sealed class LoraLinear : ILayerTuner
 
     static Tensor RowNorms(Tensor w, Tensor delta) => linalg.vector_norm(w.add(delta), dims: [1]);
 
-    public Tensor Forward(Tensor x)
+    public override Tensor Forward(Tensor x)
     {
         if (Disabled)
         {
@@ -303,7 +293,7 @@ public sealed class LoraLinear : ILayerTuner
     /// Folds adapters into the base weight (W += ΔW, or W ← m/‖W+ΔW‖·(W+ΔW) for DoRA). With <paramref name="safe"/>,
     /// the result is computed on a copy and refused if it holds NaN or ±∞.
     /// </summary>
-    public void Merge(IEnumerable<string>? adapters = null, bool safe = false)
+    public override void Merge(IEnumerable<string>? adapters = null, bool safe = false)
     {
         using var _ = no_grad();
         foreach (var name in (adapters ?? ActiveAdapters).ToList())
@@ -330,7 +320,7 @@ public sealed class LoraLinear : ILayerTuner
     }
 
     /// <summary>Undoes <see cref="Merge"/>, most recent adapter first.</summary>
-    public void Unmerge()
+    public override void Unmerge()
     {
         using var _ = no_grad();
         while (merged.Count > 0)
@@ -352,5 +342,13 @@ public sealed class LoraLinear : ILayerTuner
             mergedRank.Remove(name);
             merged.RemoveAt(merged.Count - 1);
         }
+    }
+
+    public override void Detach()
+    {
+        Host.Tuner = null;
+        Host.RemoveSubmodule("lora_A");
+        Host.RemoveSubmodule("lora_B");
+        Host.RemoveSubmodule("lora_magnitude_vector");
     }
 }

@@ -41,6 +41,9 @@ public sealed class LoraModel
     public IReadOnlyDictionary<string, LoraLinear> LinearLayers => linears;
     public IReadOnlyDictionary<string, LoraEmbedding> EmbeddingLayers => embeddings;
 
+    /// <summary>Every LoRA layer, linear and embedding.</summary>
+    IEnumerable<LoraLayer> AllLayers => linears.Values.Concat<LoraLayer>(embeddings.Values);
+
     /// <summary>PEFT's <c>get_peft_model</c>: freeze the base model and add one trainable adapter.</summary>
     public static LoraModel Create(CausalLM model, LoraConfig config, string adapterName = "default", long? seed = null) =>
         Create(model, model.Config.ModelType, config, adapterName, seed);
@@ -137,8 +140,7 @@ public sealed class LoraModel
         foreach (var n in names)
             if (!configs.ContainsKey(n)) throw new PeftSharpException($"no adapter named \"{n}\" (have: {string.Join(", ", configs.Keys)})");
         active = names;
-        foreach (var layer in linears.Values) layer.ActiveAdapters = names;
-        foreach (var layer in embeddings.Values) layer.ActiveAdapters = names;
+        foreach (var layer in AllLayers) layer.ActiveAdapters = names;
         string? first = names.FirstOrDefault();
         foreach (var m in modulesToSave.Values)
         {
@@ -226,8 +228,7 @@ public sealed class LoraModel
 
     void SetDisabled(bool value)
     {
-        foreach (var l in linears.Values) l.Disabled = value;
-        foreach (var l in embeddings.Values) l.Disabled = value;
+        foreach (var l in AllLayers) l.Disabled = value;
         foreach (var m in modulesToSave.Values)
         {
             string? adapter = value ? null : active.FirstOrDefault(n => m.Adapters.Contains(n));
@@ -244,12 +245,10 @@ public sealed class LoraModel
         foreach (var n in names)
             if (n != "__base__" && !configs.ContainsKey(n)) throw new PeftSharpException($"adapter_names: no adapter named \"{n}\"");
         if (modulesToSave.Count > 0) throw new PeftSharpException("adapter_names is not supported with modules_to_save");
-        foreach (var l in linears.Values) l.RowAdapters = names;
-        foreach (var l in embeddings.Values) l.RowAdapters = names;
+        foreach (var l in AllLayers) l.RowAdapters = names;
         return new Scope(() =>
         {
-            foreach (var l in linears.Values) l.RowAdapters = null;
-            foreach (var l in embeddings.Values) l.RowAdapters = null;
+            foreach (var l in AllLayers) l.RowAdapters = null;
         });
     }
 
@@ -257,14 +256,12 @@ public sealed class LoraModel
     public void Merge(IEnumerable<string>? adapters = null, bool safe = false)
     {
         var names = (adapters ?? active).ToList();
-        foreach (var l in linears.Values) l.Merge(names, safe);
-        foreach (var l in embeddings.Values) l.Merge(names, safe);
+        foreach (var l in AllLayers) l.Merge(names, safe);
     }
 
     public void Unmerge()
     {
-        foreach (var l in linears.Values) l.Unmerge();
-        foreach (var l in embeddings.Values) l.Unmerge();
+        foreach (var l in AllLayers) l.Unmerge();
     }
 
     /// <summary>
@@ -280,17 +277,7 @@ public sealed class LoraModel
     /// <summary>Removes every LoRA layer without merging (PEFT's unload()); merged adapters stay folded in.</summary>
     public nn.Module Unload()
     {
-        foreach (var l in linears.Values)
-        {
-            l.Host.Tuner = null;
-            foreach (var name in new[] { "lora_A", "lora_B", "lora_magnitude_vector" }) l.Host.RemoveSubmodule(name);
-        }
-        foreach (var l in embeddings.Values)
-        {
-            l.Host.Tuner = null;
-            l.Host.RemoveSubmodule("lora_embedding_A");
-            l.Host.RemoveSubmodule("lora_embedding_B");
-        }
+        foreach (var l in AllLayers) l.Detach();
         linears.Clear();
         embeddings.Clear();
         modulesToSave.Clear();
@@ -302,8 +289,7 @@ public sealed class LoraModel
     public void DeleteAdapter(string name)
     {
         if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
-        foreach (var l in linears.Values) if (l.Adapters.ContainsKey(name)) l.DeleteAdapter(name);
-        foreach (var l in embeddings.Values) if (l.Adapters.ContainsKey(name)) l.DeleteAdapter(name);
+        foreach (var l in AllLayers) if (l.Adapters.ContainsKey(name)) l.DeleteAdapter(name);
         foreach (var m in modulesToSave.Values) m.RemoveAdapter(name);
         trainable.Remove(name);
         SetAdapter(active.Where(a => a != name).ToArray());
