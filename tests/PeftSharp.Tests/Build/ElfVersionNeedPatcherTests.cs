@@ -149,12 +149,6 @@ public class ElfVersionNeedPatcherTests
     static void WriteU32(byte[] d, long at, uint value) => BitConverter.GetBytes(value).CopyTo(d, at);
     static void WriteU64(byte[] d, long at, ulong value) => BitConverter.GetBytes(value).CopyTo(d, at);
 
-    sealed class TempDir : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("elf-patcher-").FullName;
-        public void Dispose() => Directory.Delete(Path, true);
-    }
-
     [Fact]
     public void ReadsAllVersionNeedsWithTheirFiles()
     {

@@ -65,7 +65,7 @@ public class LoraConfigJsonTests
     {
         using var tmp = new TempDir();
         var config = new LoraConfig { TargetModules = new[] { "c_attn" } };
-        string dir = tmp.Sub("new/nested/adapter"); // Save creates missing folders
+        string dir = tmp.File("new/nested/adapter"); // Save creates missing folders
 
         config.Save(dir);
 
@@ -85,7 +85,7 @@ public class LoraConfigJsonTests
         Assert.Equal(DefaultC_AttnJson, File.ReadAllText(ConfigPath(dir)));
         Assert.Single(Directory.GetFiles(dir));
 
-        string file = tmp.Sub("a-file");
+        string file = tmp.File("a-file");
         File.WriteAllText(file, "x");
         var ex = Assert.Throws<PeftSharpException>(() => new LoraConfig { TargetModules = new[] { "c_attn" } }.Save(file));
         Assert.Contains(file, ex.Message);
@@ -151,7 +151,7 @@ public class LoraConfigJsonTests
             VeloraConfig = new JsonObject { ["num_groups"] = 32 },
             EnsureWeightTying = true,
         };
-        string dir = tmp.Sub("rt");
+        string dir = tmp.File("rt");
         config.Save(dir);
         string first = File.ReadAllText(ConfigPath(dir));
 
@@ -303,7 +303,7 @@ public class LoraConfigJsonTests
     public void MissingOrBrokenFile_GivesOneLineErrors()
     {
         using var tmp = new TempDir();
-        var missing = Assert.Throws<PeftSharpException>(() => LoraConfig.Load(tmp.Sub("nope")));
+        var missing = Assert.Throws<PeftSharpException>(() => LoraConfig.Load(tmp.File("nope")));
         Assert.Contains("adapter_config.json", missing.Message);
 
         string dir = tmp.WithConfig("{\"peft_type\": \"LORA\",}");

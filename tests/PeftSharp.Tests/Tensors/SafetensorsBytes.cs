@@ -19,7 +19,7 @@ internal static class SafetensorsBytes
         return bytes;
     }
 
-    public static string Write(TempFolder folder, string name, string json, byte[]? data = null, ulong? headerLength = null)
+    public static string Write(TempDir folder, string name, string json, byte[]? data = null, ulong? headerLength = null)
     {
         var path = folder.File(name);
         File.WriteAllBytes(path, Build(json, data, headerLength));

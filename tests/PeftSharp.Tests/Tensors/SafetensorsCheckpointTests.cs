@@ -8,7 +8,7 @@ namespace PeftSharp.Tests.Tensors;
 
 public class SafetensorsCheckpointTests : IDisposable
 {
-    private readonly TempFolder _folder = new();
+    private readonly TempDir _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Tensors;
 /// <summary>The on-disk format, checked against hand-written bytes rather than against our own reader or writer.</summary>
 public class SafetensorsFormatTests : IDisposable
 {
-    private readonly TempFolder _folder = new();
+    private readonly TempDir _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

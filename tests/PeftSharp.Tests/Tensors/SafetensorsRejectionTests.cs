@@ -10,7 +10,7 @@ namespace PeftSharp.Tests.Tensors;
 /// </summary>
 public class SafetensorsRejectionTests : IDisposable
 {
-    private readonly TempFolder _folder = new();
+    private readonly TempDir _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

@@ -7,7 +7,7 @@ namespace PeftSharp.Tests.Tensors;
 
 public class SafetensorsRoundTripTests : IDisposable
 {
-    private readonly TempFolder _folder = new();
+    private readonly TempDir _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

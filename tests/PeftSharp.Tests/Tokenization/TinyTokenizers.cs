@@ -5,16 +5,6 @@ using Google.Protobuf;
 
 namespace PeftSharp.Tests.Tokenization;
 
-/// <summary>A temporary folder that deletes itself.</summary>
-internal sealed class TempDir : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("peftsharp-tok-").FullName;
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-    public void Write(string name, string text) => System.IO.File.WriteAllText(File(name), text);
-    public void WriteJson(string name, object value) => Write(name, JsonSerializer.Serialize(value));
-    public void Dispose() => Directory.Delete(Path, recursive: true);
-}
-
 /// <summary>
 /// A tiny byte-level BPE vocabulary (the 256 byte symbols + a few merges), written in the formats Hugging Face
 /// uses, and an independent, deliberately naive BPE to compute the expected ids.

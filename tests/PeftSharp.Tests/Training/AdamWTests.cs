@@ -99,7 +99,7 @@ public class AdamWTests
     [Fact]
     public void StateSurvivesSaveAndLoad()
     {
-        using var folder = new TempFolder();
+        using var folder = new TempDir();
         var p = new Parameter(tensor(new[] { 1.0f, -1.0f }));
         var q = new Parameter(ones(2, 2, dtype: ScalarType.BFloat16));
         var groups = new[] { new ParameterGroup([("p", p), ("q", q)], Lr, Wd) };
@@ -120,7 +120,7 @@ public class AdamWTests
     [Fact]
     public void LoadNamesTheMissingTensor()
     {
-        using var folder = new TempFolder();
+        using var folder = new TempDir();
         var p = new Parameter(tensor(new[] { 1.0f }));
         using (var one = new AdamWOptimizer([new ParameterGroup([("p", p)], Lr, Wd)])) one.Save(folder.File("opt.safetensors"));
         var r = new Parameter(tensor(new[] { 1.0f }));

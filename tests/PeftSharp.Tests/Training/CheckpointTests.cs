@@ -28,8 +28,8 @@ public class CheckpointTests
     [Fact]
     public void ResumedTrainingEqualsUninterruptedTraining()
     {
-        using var straightDir = new TempFolder();
-        using var resumedDir = new TempFolder();
+        using var straightDir = new TempDir();
+        using var resumedDir = new TempDir();
 
         using var straight = LoadLlama(seed: 9);
         using (var trainer = NewTrainer(straight, Options(straightDir.Path))) trainer.Train();
@@ -85,7 +85,7 @@ public class CheckpointTests
     [Fact]
     public void AFailedCheckpointWriteLeavesThePreviousOneIntact()
     {
-        using var output = new TempFolder();
+        using var output = new TempDir();
         using var model = LoadLlama(seed: 2);
         var options = Options(output.Path) with { SaveSteps = 2 };
         Dictionary<string, byte[]>? atStep2 = null;
@@ -127,7 +127,7 @@ public class CheckpointTests
     [Fact]
     public void OnlyTheNewestCheckpointsAreKept()
     {
-        using var output = new TempFolder();
+        using var output = new TempDir();
         using var model = LoadLlama(seed: 2);
         var saved = new List<long>();
         using var trainer = NewTrainer(model, Options(output.Path) with { SaveSteps = 1, SaveTotalLimit = 3 },
@@ -144,7 +144,7 @@ public class CheckpointTests
     [Fact]
     public void ResumingWithOtherDataOrParametersIsAUserError()
     {
-        using var output = new TempFolder();
+        using var output = new TempDir();
         using (var model = LoadLlama(seed: 2))
         using (var trainer = NewTrainer(model, Options(output.Path) with { MaxSteps = 1, SaveSteps = 1 })) trainer.Train();
         string checkpoint = Checkpoint.Latest(output.Path)!;

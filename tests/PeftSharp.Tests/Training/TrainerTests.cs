@@ -82,7 +82,7 @@ public class TrainerTests
     [Fact]
     public void EvaluationIsLoggedToMetricsWithTrainingLoss()
     {
-        using var folder = new TempFolder();
+        using var folder = new TempDir();
         using var model = LoadLlama(seed: 3);
         var data = RandomExamples(10, 8, Llama.VocabSize, seed: 2);
         var (train, validation) = DataFiles.Split(data, 0.3, seed: 1);

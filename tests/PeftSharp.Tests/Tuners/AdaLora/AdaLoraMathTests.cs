@@ -287,7 +287,7 @@ public class AdaLoraMathTests
                      "\"beta1\": 0.85", "\"beta2\": 0.85", "\"orth_reg_weight\": 0.5", "\"total_step\": 100", "\"rank_pattern\": null", "\"r\": 8", "\"lora_alpha\": 8" })
             Assert.Contains("\n  " + line, json);
 
-        using var tmp = new Peft.TempDir();
+        using var tmp = new TempDir();
         var read = AdaLoraConfig.Load(tmp.WithConfig(
             "{\"peft_type\": \"ADALORA\", \"total_step\": 50, \"beta1\": 1, \"rank_pattern\": {\"model.layers.0.self_attn.q_proj.lora_E\": [true, false, true]}}"));
         Assert.Equal([true, false, true], read.RankPattern!["model.layers.0.self_attn.q_proj.lora_E"]);
