@@ -73,7 +73,7 @@ public static class BenchDyLoraCommand
         var dylora = new double[rMax + 1];
         for (int b = 1; b <= rMax; b++) { lora!.SetRank(b, "dylora"); dylora[b] = Nll(); }
         lora!.SetRank(null, "dylora");
-        AdapterFiles.Save(lora, Path.Combine(outDir, "adapters"), "dylora", baseModel.Folder);
+        AdapterFiles.Save(lora!, Path.Combine(outDir, "adapters"), "dylora", baseModel.Folder);
 
         // Eight LoRA runs, one per rank, same steps; the same α so that scaling α/r matches DyLoRA's at each rank.
         var separate = new double[rMax + 1];
@@ -85,8 +85,8 @@ public static class BenchDyLoraCommand
         }
         // The r_max LoRA cut to each rank (first b components, scaling α/b), as DyLoRA is evaluated.
         var truncated = new double[rMax + 1];
-        for (int b = 1; b <= rMax; b++) { lora.SetRank(b, $"lora_r{rMax}"); truncated[b] = Nll(); }
-        lora.SetRank(null, $"lora_r{rMax}");
+        for (int b = 1; b <= rMax; b++) { lora!.SetRank(b, $"lora_r{rMax}"); truncated[b] = Nll(); }
+        lora!.SetRank(null, $"lora_r{rMax}");
 
         double dyTime = runtime["dylora"];
         double loraTime = Enumerable.Range(1, rMax).Sum(r => runtime[$"lora_r{r}"]);
