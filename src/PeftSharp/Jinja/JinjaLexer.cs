@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 
 namespace PeftSharp.Jinja;
 
@@ -46,8 +47,15 @@ internal static class JinjaLexer
             {
                 int close = source.IndexOf("#}", p, StringComparison.Ordinal);
                 if (close < 0) throw new JinjaException("the comment is not closed (no '#}')", lines.At(tag));
-                bool minus = close > p && source[close - 1] == '-';
-                (pos, lineStarting) = SkipAfterTag(source, close + 2, minus, trim: TrimBlocks);
+                // "-#}" eats the whitespace after the comment, "+#}" keeps the newline trim_blocks would drop.
+                char sign = close > p ? source[close - 1] : '\0';
+                (pos, lineStarting) = SkipAfterTag(source, close + 2, sign == '-', trim: TrimBlocks && sign != '+');
+                continue;
+            }
+
+            if (kind == '%' && RawBegin.Match(source, tag) is { Success: true } raw)
+            {
+                pos = LexRawBlock(source, tokens, raw, lines, ref lineStarting);
                 continue;
             }
 
@@ -80,7 +88,6 @@ internal static class JinjaLexer
                 }
                 tokens.Add(token);
             }
-            if (block) pos = LexRawBlock(source, tokens, pos, lines, ref lineStarting);
         }
         tokens.Add(new Token(TokenKind.End, "", lines.At(source.Length)));
         return tokens;
@@ -127,20 +134,25 @@ internal static class JinjaLexer
         return (pos, false);
     }
 
-    // {% raw %} ... {% endraw %}: the content is text, not parsed.
-    static int LexRawBlock(string source, List<Token> tokens, int pos, LineCounter lines, ref bool lineStarting)
+    // {% raw %} … {% endraw %}: the content is text, not parsed. As in Jinja's lexer, trim_blocks does not apply
+    // after "{% raw %}" (only "-%}" strips there), while "{% endraw %}" is handled like any block tag: "-" or
+    // lstrip_blocks before it, "-", "+" or trim_blocks after it.
+    static readonly Regex RawBegin = new(@"\G\{%[-+]?\s*raw\s*(?:-%\}\s*|%\})", RegexOptions.CultureInvariant);
+    static readonly Regex RawEnd = new(@"\{%([-+]?)\s*endraw\s*(?:\+%\}|-%\}\s*|%\}\n?)", RegexOptions.CultureInvariant);
+
+    static int LexRawBlock(string source, List<Token> tokens, Match begin, LineCounter lines, ref bool lineStarting)
     {
-        int n = tokens.Count;
-        if (n < 3 || tokens[n - 3].Kind != TokenKind.BlockBegin || tokens[n - 2] is not { Kind: TokenKind.Name, Value: "raw" }) return pos;
-        var match = System.Text.RegularExpressions.Regex.Match(source[pos..], @"\{%(-?)\s*endraw\s*(-?)%\}");
-        if (!match.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", tokens[n - 3].Line);
-        tokens.RemoveRange(n - 3, 3);
-        string text = source.Substring(pos, match.Index);
-        if (match.Groups[1].Value == "-") text = text.TrimEnd();
+        int pos = begin.Index + begin.Length;
+        lineStarting = begin.Value.EndsWith('\n');
+        var end = RawEnd.Match(source, pos);
+        if (!end.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", lines.At(begin.Index));
+        string text = source[pos..end.Index];
+        char sign = end.Groups[1].Value is [var c] ? c : '\0';
+        if (sign == '-') text = text.TrimEnd();
+        else if (sign != '+' && LstripBlocks) text = LstripToLineStart(text, lineStarting);
         if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
-        int after;
-        (after, lineStarting) = SkipAfterTag(source, pos + match.Index + match.Length, match.Groups[2].Value == "-", TrimBlocks);
-        return after;
+        lineStarting = end.Value.EndsWith('\n');
+        return end.Index + end.Length;
     }
 
     static Token LexExpressionToken(string source, ref int p, LineCounter lines)
@@ -204,7 +216,13 @@ internal static class JinjaLexer
                 case 'n': sb.Append('\n'); break;
                 case 't': sb.Append('\t'); break;
                 case 'r': sb.Append('\r'); break;
-                case '0': sb.Append('\0'); break;
+                case >= '0' and <= '7': // octal, up to three digits: '\0', '\101'
+                {
+                    int value = e - '0';
+                    for (int i = 0; i < 2 && p < source.Length && source[p] is >= '0' and <= '7'; i++) value = value * 8 + (source[p++] - '0');
+                    sb.Append((char)value);
+                    break;
+                }
                 case 'a': sb.Append('\a'); break;
                 case 'b': sb.Append('\b'); break;
                 case 'f': sb.Append('\f'); break;
@@ -214,7 +232,7 @@ internal static class JinjaLexer
                 case 'x': sb.Append(HexChar(source, ref p, 2, line)); break;
                 case 'u': sb.Append(HexChar(source, ref p, 4, line)); break;
                 case 'U': sb.Append(char.ConvertFromUtf32(int.Parse(HexDigits(source, ref p, 8, line), System.Globalization.NumberStyles.HexNumber))); break;
-                default: sb.Append('\\').Append(e); break; // Python keeps unknown escapes as they are
+                default: sb.Append('\\').Append(e); break; // Python keeps unknown escapes as they are (\N{name} is not supported)
             }
         }
     }

@@ -26,24 +26,38 @@ internal sealed class JinjaRenderer
         }
     }
 
-    /// <summary>The attributes of <c>loop</c> inside a for loop.</summary>
-    internal sealed class LoopContext(List<object?> items, int index)
+    /// <summary>
+    /// The attributes of <c>loop</c> inside a for loop. One object per loop whose index moves on, as in Jinja2
+    /// (so <c>{% set outer = loop %}</c> follows the outer loop, and <c>loop.changed</c> remembers its last value).
+    /// </summary>
+    internal sealed class LoopContext(List<object?> items)
     {
+        /// <summary>The current iteration, from 0.</summary>
+        public int Index;
+        JinjaTuple? lastChanged;
+
         public object? Get(string name) => name switch
         {
-            "index" => (long)index + 1,
-            "index0" => (long)index,
-            "revindex" => (long)(items.Count - index),
-            "revindex0" => (long)(items.Count - index - 1),
-            "first" => index == 0,
-            "last" => index == items.Count - 1,
+            "index" => (long)Index + 1,
+            "index0" => (long)Index,
+            "revindex" => (long)(items.Count - Index),
+            "revindex0" => (long)(items.Count - Index - 1),
+            "first" => Index == 0,
+            "last" => Index == items.Count - 1,
             "length" => (long)items.Count,
-            "previtem" => index > 0 ? items[index - 1] : new Undefined("there is no previous item"),
-            "nextitem" => index + 1 < items.Count ? items[index + 1] : new Undefined("there is no next item"),
+            "previtem" => Index > 0 ? items[Index - 1] : new Undefined("there is no previous item"),
+            "nextitem" => Index + 1 < items.Count ? items[Index + 1] : new Undefined("there is no next item"),
             "depth" => 1L,
             "depth0" => 0L,
             "cycle" => new JinjaFunction("loop.cycle", (args, _) =>
-                args.Count == 0 ? throw new JinjaException("loop.cycle() needs at least one value", 0) : args[index % args.Count]),
+                args.Count == 0 ? throw new JinjaException("loop.cycle() needs at least one value", 0) : args[Index % args.Count]),
+            "changed" => new JinjaFunction("loop.changed", (args, _) =>
+            {
+                var value = new JinjaTuple(args);
+                if (lastChanged is not null && AreEqual(lastChanged, value)) return false;
+                lastChanged = value;
+                return true;
+            }),
             _ => new Undefined($"the loop has no attribute '{name}'"),
         };
     }
@@ -96,8 +110,8 @@ internal sealed class JinjaRenderer
             case SetBlockNode setBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(setBlock.Body, captured, scope);
-                scope.Variables[setBlock.Name] = captured.ToString();
+                RenderNodes(setBlock.Body, captured, new Scope(scope)); // the block's own sets stay inside it
+                scope.Variables[setBlock.Name] = ApplyFilters(setBlock.Filters, captured.ToString(), scope);
                 return Flow.Normal;
             }
             case MacroNode macro:
@@ -106,15 +120,15 @@ internal sealed class JinjaRenderer
             case FilterBlockNode filterBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(filterBlock.Body, captured, scope);
-                var (args, kwargs) = EvaluateArguments(filterBlock.Args, scope);
-                output.Append(ToStr(JinjaBuiltins.Filter(filterBlock.Filter, captured.ToString(), args, kwargs, filterBlock.Line)));
+                RenderNodes(filterBlock.Body, captured, new Scope(scope));
+                output.Append(ToStr(ApplyFilters(filterBlock.Filters, captured.ToString(), scope)));
                 return Flow.Normal;
             }
             case GenerationNode generation:
             {
+                // transformers renders the body as a call block's caller: a macro, so its sets stay inside it.
                 int start = output.Length;
-                var flow = RenderNodes(generation.Body, output, scope);
+                var flow = RenderNodes(generation.Body, output, new Scope(scope));
                 if (ReferenceEquals(output, _root) && output.Length > start) _generationSpans.Add((start, output.Length));
                 return flow;
             }
@@ -147,11 +161,13 @@ internal sealed class JinjaRenderer
             RenderNodes(node.Else, output, scope);
             return;
         }
+        var loop = new LoopContext(items);
         for (int i = 0; i < items.Count; i++)
         {
             var iteration = new Scope(scope);
             Bind(node.Targets, items[i], iteration, node.Line);
-            iteration.Variables["loop"] = new LoopContext(items, i);
+            loop.Index = i;
+            iteration.Variables["loop"] = loop;
             if (RenderNodes(node.Body, output, iteration) == Flow.Break) break;
         }
     }
@@ -181,22 +197,41 @@ internal sealed class JinjaRenderer
         Bind(set.Names, value, scope, set.Line);
     }
 
+    // Jinja2's macro call: positional then keyword arguments fill the parameters, defaults (which may use the
+    // parameters before them) the rest; extra arguments go to varargs / kwargs if the body uses them, else fail.
     JinjaFunction MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
         var scope = new Scope(definedIn);
-        if (args.Count > macro.Parameters.Count)
+        if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
             throw new JinjaException($"macro '{macro.Name}' takes {macro.Parameters.Count} arguments, got {args.Count}", macro.Line);
         for (int i = 0; i < macro.Parameters.Count; i++)
         {
             string name = macro.Parameters[i];
+            if (i < args.Count && kwargs.ContainsKey(name))
+                throw new JinjaException($"macro '{macro.Name}' got multiple values for the argument '{name}'", macro.Line);
             if (i < args.Count) scope.Variables[name] = args[i];
             else if (kwargs.TryGetValue(name, out var v)) scope.Variables[name] = v;
             else scope.Variables[name] = macro.Defaults[i] is { } d ? Evaluate(d, scope) : new Undefined($"'{name}' is undefined");
         }
+        var extra = ToDict(kwargs.Where(p => !macro.Parameters.Contains(p.Key)).Select(p => (p.Key, p.Value)));
+        if (extra.Count > 0 && !macro.TakesKwargs)
+            throw new JinjaException($"macro '{macro.Name}' takes no keyword argument '{extra.Keys.First()}'", macro.Line);
+        if (macro.TakesVarargs) scope.Variables["varargs"] = new JinjaTuple(args.Skip(macro.Parameters.Count));
+        if (macro.TakesKwargs) scope.Variables["kwargs"] = extra;
         var output = new StringBuilder();
         RenderNodes(macro.Body, output, scope);
         return output.ToString();
     });
+
+    object? ApplyFilters(IReadOnlyList<FilterCall> filters, object? value, Scope scope)
+    {
+        foreach (var filter in filters)
+        {
+            var (args, kwargs) = EvaluateArguments(filter.Args, scope);
+            value = JinjaFilters.Filter(filter.Name, value, args, kwargs, filter.Line);
+        }
+        return value;
+    }
 
     (List<object?> Args, Dictionary<string, object?> Kwargs) EvaluateArguments(Arguments arguments, Scope scope)
     {
@@ -235,13 +270,13 @@ internal sealed class JinjaRenderer
             {
                 var input = Evaluate(filter.Input, scope);
                 var (args, kwargs) = EvaluateArguments(filter.Args, scope);
-                return JinjaBuiltins.Filter(filter.Name, input, args, kwargs, filter.Line);
+                return JinjaFilters.Filter(filter.Name, input, args, kwargs, filter.Line);
             }
             case TestExpr test:
             {
                 var input = Evaluate(test.Input, scope);
                 var (args, _) = EvaluateArguments(test.Args, scope);
-                return JinjaBuiltins.Test(test.Name, input, args, test.Line) != test.Negated;
+                return JinjaFilters.Test(test.Name, input, args, test.Line) != test.Negated;
             }
             case UnaryExpr unary:
             {
