@@ -198,17 +198,15 @@ internal static class JinjaBuiltins
         }
         if (op == "+" && a is string sa && b is string sb) return sa + sb;
         if (op == "+" && a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
-        if (op == "*" && (a is string || b is string) && (a is long || b is long))
+        if (op == "*" && (a is string || b is string || a is List<object?> || b is List<object?>) && (a is long or bool || b is long or bool))
         {
-            string s = a as string ?? (string)b!;
-            long n = a is long ? (long)a : (long)b!;
-            return n <= 0 ? "" : string.Concat(Enumerable.Repeat(s, (int)n));
-        }
-        if (op == "*" && (a is List<object?> || b is List<object?>) && (a is long || b is long))
-        {
-            var l = a as List<object?> ?? (List<object?>)b!;
-            long n = a is long ? (long)a : (long)b!;
-            return Enumerable.Range(0, (int)Math.Max(0, n)).SelectMany(_ => l).ToList();
+            // "ab" * 2, [1] * 2 (either way round; a bool counts as 0 or 1)
+            object sequence = a is long or bool ? b! : a;
+            long n = Math.Max(0, ToLong(a is long or bool ? a : b));
+            if (n * (sequence is string s ? s.Length : ((List<object?>)sequence).Count) > 100_000_000)
+                throw new JinjaException("a repeated string or list would be too long", line);
+            return sequence is string text ? string.Concat(Enumerable.Repeat(text, (int)n))
+                : Enumerable.Repeat((List<object?>)sequence, (int)n).SelectMany(l => l).ToList();
         }
         throw new JinjaException($"unsupported operand types for {op}: '{TypeName(a)}' and '{TypeName(b)}'", line);
     }

@@ -41,6 +41,8 @@ internal sealed record MacroNode(string Name, IReadOnlyList<string> Parameters, 
     bool TakesVarargs, bool TakesKwargs, int Line) : Node(Line);
 internal sealed record BreakNode(int Line) : Node(Line);
 internal sealed record ContinueNode(int Line) : Node(Line);
+/// <summary>{% with a = …, b = … %}…{% endwith %}: names that exist only in the body.</summary>
+internal sealed record WithNode(IReadOnlyList<(string Name, Expr Value)> Assignments, IReadOnlyList<Node> Body, int Line) : Node(Line);
 /// <summary>transformers' {% generation %}…{% endgeneration %}: marks the text the assistant produces.</summary>
 internal sealed record GenerationNode(IReadOnlyList<Node> Body, int Line) : Node(Line);
 /// <summary>{% filter name | other %}…{% endfilter %}: the rendered body through the filters, in order.</summary>

@@ -20,6 +20,9 @@ internal sealed class JinjaParser
     int _soft;
     readonly List<JinjaException> _unknownNames = [];
 
+    // Whether we are in a for loop's body, where break and continue may go (a macro's body is not, even in a loop).
+    bool _inLoop;
+
     // The names each macro being parsed mentions, to know whether it takes varargs / kwargs.
     readonly List<HashSet<string>> _macroNames = [];
 
@@ -33,13 +36,15 @@ internal sealed class JinjaParser
         return body;
     }
 
-    // Runs parse with _soft set for soft (if statement, conditional expression) or reset for hard contexts.
-    T InContext<T>(bool soft, Func<T> parse)
+    // Runs parse with _soft set for soft (if statement, conditional expression) or reset for hard contexts, and
+    // with _inLoop set or cleared if inLoop says so.
+    T InContext<T>(bool soft, Func<T> parse, bool? inLoop = null)
     {
-        int saved = _soft;
+        var (savedSoft, savedInLoop) = (_soft, _inLoop);
         _soft = soft ? _soft + 1 : 0;
+        _inLoop = inLoop ?? _inLoop;
         try { return parse(); }
-        finally { _soft = saved; }
+        finally { (_soft, _inLoop) = (savedSoft, savedInLoop); }
     }
 
     void CheckKnown(string name, bool filter, int line)
@@ -154,19 +159,20 @@ internal sealed class JinjaParser
                     return new FilterBlockNode(filters, body, line);
                 });
             case "generation":
-                return InContext(soft: false, () => // transformers makes it a call block: its body is a macro's
+                return InContext(soft: false, inLoop: false, parse: () => // transformers makes it a call block: its body is a macro's
                 {
                     ExpectBlockEnd();
                     var body = ParseBody(["endgeneration"], out _);
                     ExpectBlockEnd();
                     return new GenerationNode(body, line);
                 });
-            case "break":
+            case "with":
+                return ParseWith(line);
+            case "break" or "continue":
+                // Jinja compiles these to Python's break / continue: outside a loop the template does not compile.
+                if (!_inLoop) throw new JinjaException($"'{keyword}' outside a for loop", line);
                 ExpectBlockEnd();
-                return new BreakNode(line);
-            case "continue":
-                ExpectBlockEnd();
-                return new ContinueNode(line);
+                return keyword == "break" ? new BreakNode(line) : new ContinueNode(line);
             default:
                 throw new JinjaException($"unknown tag '{keyword}'", line);
         }
@@ -212,9 +218,10 @@ internal sealed class JinjaParser
             Expr? condition = SkipName("if") ? ParseExpression() : null;
             SkipName("recursive");
             ExpectBlockEnd();
-            var body = ParseBody(["else", "endfor"], out var endedBy);
+            string? endedBy = null;
+            var body = InContext(soft: false, inLoop: true, parse: () => ParseBody(["else", "endfor"], out endedBy));
             IReadOnlyList<Node> elseBody = [];
-            if (endedBy == "else")
+            if (endedBy == "else") // runs after the loop, so a break there belongs to an outer loop
             {
                 ExpectBlockEnd();
                 elseBody = ParseBody(["endfor"], out _);
@@ -222,6 +229,23 @@ internal sealed class JinjaParser
             ExpectBlockEnd();
             return new ForNode(targets, iterable, condition, body, elseBody, line);
         });
+    }
+
+    // {% with a = 1, b = x %}…{% endwith %}: the values are read outside, the names exist only inside.
+    WithNode ParseWith(int line)
+    {
+        var assignments = new List<(string, Expr)>();
+        while (Current.Kind != TokenKind.BlockEnd)
+        {
+            if (assignments.Count > 0) ExpectOperator(",");
+            string name = ExpectName();
+            ExpectOperator("=");
+            assignments.Add((name, ParseExpression()));
+        }
+        ExpectBlockEnd();
+        var body = ParseBody(["endwith"], out _);
+        ExpectBlockEnd();
+        return new WithNode(assignments, body, line);
     }
 
     Node ParseSet(int line)
@@ -252,7 +276,7 @@ internal sealed class JinjaParser
         return new SetNode(names, null, expr, line);
     }
 
-    MacroNode ParseMacro(int line) => InContext(soft: false, () =>
+    MacroNode ParseMacro(int line) => InContext(soft: false, inLoop: false, parse: () =>
     {
         string name = ExpectName();
         var parameters = new List<string>();

@@ -102,8 +102,13 @@ internal sealed class JinjaRenderer
                     if (IsTrue(Evaluate(condition, scope))) return RenderNodes(body, output, scope);
                 return RenderNodes(ifNode.Else, output, scope);
             case ForNode forNode:
-                RenderFor(forNode, output, scope);
-                return Flow.Normal;
+                return RenderFor(forNode, output, scope);
+            case WithNode with:
+            {
+                var inner = new Scope(scope);
+                foreach (var (name, value) in with.Assignments) inner.Variables[name] = Evaluate(value, scope);
+                return RenderNodes(with.Body, output, inner);
+            }
             case SetNode set:
                 Assign(set, Evaluate(set.Value, scope), scope);
                 return Flow.Normal;
@@ -141,7 +146,8 @@ internal sealed class JinjaRenderer
         }
     }
 
-    void RenderFor(ForNode node, StringBuilder output, Scope scope)
+    // The loop's own break and continue end here; one in the else block belongs to an enclosing loop.
+    Flow RenderFor(ForNode node, StringBuilder output, Scope scope)
     {
         var items = Iterate(Evaluate(node.Iterable, scope), node.Line);
         if (node.Condition is not null)
@@ -156,11 +162,7 @@ internal sealed class JinjaRenderer
             items = kept;
         }
         else items = [.. items]; // a snapshot: the body cannot change what is iterated
-        if (items.Count == 0)
-        {
-            RenderNodes(node.Else, output, scope);
-            return;
-        }
+        if (items.Count == 0) return RenderNodes(node.Else, output, new Scope(scope));
         var loop = new LoopContext(items);
         for (int i = 0; i < items.Count; i++)
         {
@@ -170,6 +172,7 @@ internal sealed class JinjaRenderer
             iteration.Variables["loop"] = loop;
             if (RenderNodes(node.Body, output, iteration) == Flow.Break) break;
         }
+        return Flow.Normal;
     }
 
     static void Bind(IReadOnlyList<string> targets, object? value, Scope scope, int line)

@@ -243,7 +243,7 @@ public static class JinjaValues
     public static int Compare(object? a, object? b, int line)
     {
         if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
-        if (a is string sa && b is string sb) return string.CompareOrdinal(sa, sb);
+        if (a is string sa && b is string sb) return CompareCodePoints(sa, sb);
         if (a is List<object?> la && b is List<object?> lb)
         {
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
@@ -251,6 +251,15 @@ public static class JinjaValues
             return la.Count.CompareTo(lb.Count);
         }
         throw new JinjaException($"cannot compare a {TypeName(a)} with a {TypeName(b)}", line);
+    }
+
+    // Python orders strings by code point; UTF-16 order differs only where a surrogate pair meets U+E000–U+FFFF.
+    static int CompareCodePoints(string a, string b)
+    {
+        int i = 0;
+        while (i < a.Length && i < b.Length && a[i] == b[i]) i++;
+        if (i == a.Length || i == b.Length) return a.Length.CompareTo(b.Length);
+        return Rune.GetRuneAt(a, char.IsLowSurrogate(a[i]) ? i - 1 : i).Value.CompareTo(Rune.GetRuneAt(b, char.IsLowSurrogate(b[i]) ? i - 1 : i).Value);
     }
 
     public static bool IsNumber(object? v) => v is long or double or bool;

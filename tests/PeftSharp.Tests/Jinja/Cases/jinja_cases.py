@@ -282,6 +282,16 @@ CASES += [
     "{% for x in l %}{% if loop.index > 2 %}{% break %}{% endif %}{{ x }}{% else %}E{% endfor %}",
     "{% for i in range(2) %}{% for j in range(3) %}{% if j == 1 %}{% continue %}{% endif %}{{ i }}{{ j }} {% endfor %}{% endfor %}",
     "{% for x in 'ab' %}{% for y in 'cd' %}{{ x }}{{ y }}{{ loop.first }} {% endfor %}{{ loop.last }}|{% endfor %}",
+    "{% break %}",
+    "{% if false %}{% continue %}{% endif %}x",
+    "{% macro m() %}{% break %}{% endmacro %}{% for i in l %}{{ m() }}{% endfor %}",
+    "{% for i in l %}{% generation %}{% break %}{% endgeneration %}{% endfor %}",
+    "{% for a in l %}{{ a }}{% for b in [] %}{% else %}{% break %}{% endfor %}{% endfor %}|{% for a in l %}{% for b in [] %}{% else %}{% set y = 1 %}{% continue %}{% endfor %}{{ a }}{% endfor %}[{{ y }}]",
+    "{% with a = 1, b = 2 %}{{ a + b }}{% set c = 3 %}{% endwith %}[{{ a }}{{ c }}]{% set a = 5 %}{% with a = 1, b = a %}{{ a }}{{ b }}{% endwith %}{% with %}x{% endwith %}",
+    "{{ 'a' * true }} {{ [1] * 2 }} {{ 2 * 'ab' }} {{ 'ab' * 0 }} {{ [1, 2] * -1 }}",
+    "{{ '\uff01' < '\U0001F600' }} {{ ['b', '\uff01', '\U0001F600', 'a'] | sort }} {{ ['\U0001F600', '\uff01'] | max }}",
+    "{% macro m() %}{{ x }}{% endmacro %}{{ m() }}{% set x = 1 %}{{ m() }}|{% for i in l %}[{{ x2 }}]{% endfor %}{% set x2 = 5 %}|{{ n }}{% set n = 1 %}{{ n }}",
+    "{% macro m(a) %}{% for i in [1] %}{{ a }}{% set a = 5 %}{{ a }}{% endfor %}{{ a }}{% endmacro %}{{ m(1) }}|{% macro k() %}{{ n }}{% set n = 2 %}{{ n }}{% endmacro %}{{ k() }}",
     "{{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(0) | list }} {{ range(5, 0, -2) | list }} {{ range(3) | length }} {{ range(-2) | list }}",
     # multi-line templates shaped like real chat templates
     r"""{%- if tools %}
@@ -411,9 +421,13 @@ cases = []
 for template in CASES:
     case = {"template": template, "expected": None, "error": None}
     try:
-        case["expected"] = env.from_string(template).render(**V)
-    except jinja2.exceptions.TemplateSyntaxError as e:
+        compiled = env.from_string(template)
+    except Exception:  # a syntax error, or one found when compiling (unknown filter, break outside a loop)
         case["error"] = "syntax"
+        cases.append(case)
+        continue
+    try:
+        case["expected"] = compiled.render(**V)
     except jinja2.exceptions.TemplateError as e:
         case["error"] = "TemplateError: " + str(e) if type(e) is jinja2.exceptions.TemplateError else "runtime"
     except Exception as e:
