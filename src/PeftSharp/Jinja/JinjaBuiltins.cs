@@ -19,6 +19,18 @@ internal static class JinjaBuiltins
         ("dict", new JinjaFunction("dict", (a, k) => ToDict((a.Count > 0 && a[0] is OrderedDictionary<string, object?> d ? d.Select(p => (p.Key, p.Value)) : [])
             .Concat(k.Select(p => (p.Key, p.Value)))))),
         ("raise_exception", new JinjaFunction("raise_exception", (a, _) => throw new JinjaRaisedException(a.Count > 0 ? ToStr(a[0]) : "", 0))),
+        // joiner(sep): a function that returns "" the first time and sep after that
+        ("joiner", new JinjaFunction("joiner", (a, _) =>
+        {
+            string separator = a.Count > 0 ? ToStr(a[0]) : ", ";
+            bool used = false;
+            return new JinjaFunction("joiner", (_, _) =>
+            {
+                if (used) return separator;
+                used = true;
+                return "";
+            });
+        })),
     ];
 
     static List<object?> Range(IReadOnlyList<object?> a)

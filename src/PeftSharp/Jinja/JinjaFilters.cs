@@ -136,7 +136,7 @@ internal static class JinjaFilters
             case "abs":
                 return input switch
                 {
-                    long l => (object)Math.Abs(l),
+                    long l => l != long.MinValue ? (object)Math.Abs(l) : throw new JinjaException("integer overflow in abs()", line),
                     bool b => b ? 1L : 0L,
                     double d => Math.Abs(d),
                     _ => throw new JinjaException($"bad operand type for abs(): '{TypeName(input)}'", line),
@@ -146,9 +146,9 @@ internal static class JinjaFilters
                 {
                     long l => l,
                     bool b => b ? 1L : 0L,
-                    double d => double.IsFinite(d) ? (long)d : throw new JinjaException("cannot convert an infinite float to an integer", line),
+                    double d => Truncate(d, line),
                     string s when ParseInteger(s) is long l => l,
-                    string s when ParseFloat(s) is double d && double.IsFinite(d) => (long)d,
+                    string s when ParseFloat(s) is double d && !double.IsNaN(d) => Truncate(d, line),
                     Undefined u => throw new JinjaException($"{u.Hint} (filter 'int')", line),
                     _ => Arg(0, "default", 0L),
                 };
@@ -307,6 +307,10 @@ internal static class JinjaFilters
             : lines[0] + (lines.Count > 1 ? "\n" + string.Join("\n", lines.Skip(1).Select(l => l.Length > 0 ? prefix + l : l)) : "");
         return first ? prefix + result : result;
     }
+
+    // int(float): toward zero; beyond 64 bits (Python's ints have no limit) or infinite, an error.
+    static long Truncate(double d, int line) => Math.Truncate(d) is var t && t >= -9.223372036854775808e18 && t < 9.223372036854775808e18 ? (long)t
+        : throw new JinjaException($"the integer part of {Repr(d)} does not fit in 64 bits", line);
 
     // Python's int(str): surrounding whitespace, a sign, and underscores between digits are allowed.
     static long? ParseInteger(string s)

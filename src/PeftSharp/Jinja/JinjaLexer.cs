@@ -164,6 +164,8 @@ internal static class JinjaLexer
             while (p < source.Length && (char.IsLetterOrDigit(source[p]) || source[p] == '_')) p++;
             return new Token(TokenKind.Name, source[start..p], line);
         }
+        if (c == '0' && p + 1 < source.Length && char.ToLowerInvariant(source[p + 1]) is 'x' or 'o' or 'b')
+            return new Token(TokenKind.Integer, LexRadixInteger(source, ref p, line), line);
         if (char.IsAsciiDigit(c))
         {
             bool isFloat = false;
@@ -195,6 +197,24 @@ internal static class JinjaLexer
                 return new Token(TokenKind.Operator, op, line);
             }
         throw new JinjaException($"unexpected character '{c}'", line);
+    }
+
+    // 0x1F, 0o17, 0b101 (underscores allowed between digits), as Jinja's integer literals; returns the decimal digits.
+    static string LexRadixInteger(string source, ref int p, int line)
+    {
+        int start = p, radix = char.ToLowerInvariant(source[p + 1]) switch { 'x' => 16, 'o' => 8, _ => 2 };
+        static int Digit(char c) => char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiLetter(c) ? char.ToLowerInvariant(c) - 'a' + 10 : int.MaxValue;
+        long value = 0;
+        int digits = 0;
+        for (p += 2; p < source.Length && (source[p] == '_' || Digit(source[p]) < radix); p++)
+        {
+            if (source[p] == '_') continue;
+            try { value = checked(value * radix + Digit(source[p])); }
+            catch (OverflowException) { throw new JinjaException($"the integer literal at '{source[start..(p + 1)]}' does not fit in 64 bits", line); }
+            digits++;
+        }
+        if (digits == 0) throw new JinjaException($"'{source[start..p]}' is not a number", line);
+        return value.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
     // A Python string literal with its backslash escapes.

@@ -31,8 +31,8 @@ internal sealed record IfNode(IReadOnlyList<(Expr Condition, IReadOnlyList<Node>
 internal sealed record ForNode(IReadOnlyList<string> Targets, Expr Iterable, Expr? Condition, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else, int Line) : Node(Line);
 /// <summary>{% set a = … %}, {% set a, b = … %} or {% set ns.attr = … %}.</summary>
 internal sealed record SetNode(IReadOnlyList<string> Names, string? Attribute, Expr Value, int Line) : Node(Line);
-/// <summary>{% set name %}…{% endset %} or {% set name | filter %}…{% endset %}: the rendered (filtered) body becomes the variable.</summary>
-internal sealed record SetBlockNode(string Name, IReadOnlyList<FilterCall> Filters, IReadOnlyList<Node> Body, int Line) : Node(Line);
+/// <summary>{% set name %}…{% endset %} or {% set ns.attr | filter %}…{% endset %}: the rendered (filtered) body becomes the value.</summary>
+internal sealed record SetBlockNode(string Name, string? Attribute, IReadOnlyList<FilterCall> Filters, IReadOnlyList<Node> Body, int Line) : Node(Line);
 /// <summary>
 /// A macro. As in Jinja2, it takes extra positional arguments only if its body mentions <c>varargs</c>, and
 /// unknown keyword arguments only if it mentions <c>kwargs</c>; otherwise they are an error.

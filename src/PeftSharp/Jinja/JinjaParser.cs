@@ -248,19 +248,13 @@ internal sealed class JinjaParser
         return new WithNode(assignments, body, line);
     }
 
+    // {% set a = … %}, {% set a, b = … %}, {% set ns.attr = … %}, or a block: {% set a %}…{% endset %},
+    // {% set ns.attr | filter %}…{% endset %}.
     Node ParseSet(int line)
     {
-        string name = ExpectName();
-        if (SkipOperator("."))
-        {
-            string attribute = ExpectName();
-            ExpectOperator("=");
-            var value = ParseExpression();
-            ExpectBlockEnd();
-            return new SetNode([name], attribute, value, line);
-        }
-        var names = new List<string> { name };
-        while (SkipOperator(",")) names.Add(ExpectName());
+        var names = new List<string> { ExpectName() };
+        string? attribute = SkipOperator(".") ? ExpectName() : null;
+        while (attribute is null && SkipOperator(",")) names.Add(ExpectName());
         if (names.Count == 1 && (Current.Kind == TokenKind.BlockEnd || IsOperator("|")))
             return InContext(soft: false, () =>
             {
@@ -268,12 +262,12 @@ internal sealed class JinjaParser
                 ExpectBlockEnd();
                 var body = ParseBody(["endset"], out _);
                 ExpectBlockEnd();
-                return new SetBlockNode(name, filters, body, line);
+                return new SetBlockNode(names[0], attribute, filters, body, line);
             });
         ExpectOperator("=");
-        var expr = ParseTuple();
+        var value = ParseTuple();
         ExpectBlockEnd();
-        return new SetNode(names, null, expr, line);
+        return new SetNode(names, attribute, value, line);
     }
 
     MacroNode ParseMacro(int line) => InContext(soft: false, inLoop: false, parse: () =>

@@ -110,13 +110,13 @@ internal sealed class JinjaRenderer
                 return RenderNodes(with.Body, output, inner);
             }
             case SetNode set:
-                Assign(set, Evaluate(set.Value, scope), scope);
+                Assign(set.Names, set.Attribute, Evaluate(set.Value, scope), scope, set.Line);
                 return Flow.Normal;
             case SetBlockNode setBlock:
             {
                 var captured = new StringBuilder();
                 RenderNodes(setBlock.Body, captured, new Scope(scope)); // the block's own sets stay inside it
-                scope.Variables[setBlock.Name] = ApplyFilters(setBlock.Filters, captured.ToString(), scope);
+                Assign([setBlock.Name], setBlock.Attribute, ApplyFilters(setBlock.Filters, captured.ToString(), scope), scope, setBlock.Line);
                 return Flow.Normal;
             }
             case MacroNode macro:
@@ -188,16 +188,16 @@ internal sealed class JinjaRenderer
         for (int i = 0; i < targets.Count; i++) scope.Variables[targets[i]] = parts[i];
     }
 
-    void Assign(SetNode set, object? value, Scope scope)
+    static void Assign(IReadOnlyList<string> names, string? attribute, object? value, Scope scope, int line)
     {
-        if (set.Attribute is not null)
+        if (attribute is not null)
         {
-            if (!scope.TryGet(set.Names[0], out var target) || target is not JinjaNamespace ns)
-                throw new JinjaException($"'{set.Names[0]}' is not a namespace: only namespace() objects take {{% set {set.Names[0]}.{set.Attribute} = … %}}", set.Line);
-            ns.Attributes[set.Attribute] = value;
+            if (!scope.TryGet(names[0], out var target) || target is not JinjaNamespace ns)
+                throw new JinjaException($"'{names[0]}' is not a namespace: only namespace() objects take {{% set {names[0]}.{attribute} = … %}}", line);
+            ns.Attributes[attribute] = value;
             return;
         }
-        Bind(set.Names, value, scope, set.Line);
+        Bind(names, value, scope, line);
     }
 
     // Jinja2's macro call: positional then keyword arguments fill the parameters, defaults (which may use the
@@ -289,7 +289,7 @@ internal sealed class JinjaRenderer
                     "not" => !IsTrue(operand),
                     "-" => operand switch
                     {
-                        long l => (object)(-l),
+                        long l => l != long.MinValue ? (object)(-l) : throw new JinjaException("integer overflow in unary -", unary.Line),
                         double d => -d,
                         bool b => b ? -1L : 0L,
                         _ => throw new JinjaException($"bad operand type for unary -: '{TypeName(operand)}'", unary.Line),

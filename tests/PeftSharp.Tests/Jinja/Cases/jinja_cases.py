@@ -292,6 +292,10 @@ CASES += [
     "{{ '\uff01' < '\U0001F600' }} {{ ['b', '\uff01', '\U0001F600', 'a'] | sort }} {{ ['\U0001F600', '\uff01'] | max }}",
     "{% macro m() %}{{ x }}{% endmacro %}{{ m() }}{% set x = 1 %}{{ m() }}|{% for i in l %}[{{ x2 }}]{% endfor %}{% set x2 = 5 %}|{{ n }}{% set n = 1 %}{{ n }}",
     "{% macro m(a) %}{% for i in [1] %}{{ a }}{% set a = 5 %}{{ a }}{% endfor %}{{ a }}{% endmacro %}{{ m(1) }}|{% macro k() %}{{ n }}{% set n = 2 %}{{ n }}{% endmacro %}{{ k() }}",
+    "{% set ns = namespace(a=0) %}{% set ns.a %}x{{ n }}{% endset %}{% set ns.b | trim %}  y  {% endset %}{% set ns.c = 1, 2 %}[{{ ns.a }}][{{ ns.b }}]{{ ns.c }}",
+    "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0X_ff }} {{ 1_000_000 }} {{ 0 }}",
+    "{% set comma = joiner(' | ') %}{% for x in l %}{{ comma() }}{{ x }}{% endfor %}",
+    "{{ -9223372036854775807 - 1 }} {{ 9223372036854775807 }} {{ 9.0e18 | int }} {{ '-9223372036854775808' | int }}",
     "{{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(0) | list }} {{ range(5, 0, -2) | list }} {{ range(3) | length }} {{ range(-2) | list }}",
     # multi-line templates shaped like real chat templates
     r"""{%- if tools %}
