@@ -41,7 +41,10 @@ V = {"msgs": [{"role": "system", "content": " Be brief. "}, {"role": "user", "co
                                                                          {"name": "echo", "arguments": "{\"s\": \"x\"}"}]},
                   {"role": "user", "content": "Thanks! ünï 😀"}],
      "tools": [{"type": "function", "function": {"name": "add", "description": "Adds.", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}],
-     "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>"}
+     "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>",
+     "mm": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Describe this. "}]},
+            {"role": "assistant", "content": "<think>\nIt is a cat.\n</think>\n\nA cat.", "reasoning_content": None},
+            {"role": "tool", "content": "{\"ok\": true}"}, {"role": "user", "content": [{"type": "text", "text": "More?"}]}]}
 
 CASES = [
     # whitespace control, trim_blocks, lstrip_blocks, comments, raw, trailing newline
@@ -419,6 +422,138 @@ System: {{ message.content }}
         {%- endif %}
     {%- endif %}
 {%- endfor %}""",
+]
+
+# --- constructs from real chat templates (Qwen3, Gemma 3, Mistral, Llama 3.1, gpt-oss style) ---
+CASES += [
+    r"""{%- for message in mm %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = message.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}
+    {%- endif %}
+    {%- if message.role == 'assistant' %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- elif '</think>' in content %}
+            {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+            {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+        {%- endif %}
+        {{- '<|im_start|>assistant\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') + '<|im_end|>\n' }}
+    {%- elif message.role == 'tool' %}
+        {%- if loop.first or (mm[loop.index0 - 1].role != 'tool') %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' + content + '\n</tool_response>' }}
+        {%- if loop.last or (mm[loop.index0 + 1].role != 'tool') %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- else %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=mm|length - 1) %}
+{%- for message in mm[::-1] %}
+    {%- set index = (mm|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{{- ns.last_query_index }}""",
+    r"""{{ bos_token }}
+{%- if mm[0]['content'] is string -%}
+    {%- set first_user_prefix = mm[0]['content'] + '\n\n' -%}
+{%- else -%}
+    {%- set first_user_prefix = mm[0]['content'][-1]['text'] + '\n\n' -%}
+{%- endif -%}
+{%- for message in mm[:2] + mm[3:] -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {{ '<start_of_turn>' + message['role'] + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}""",
+    r"""{{- "[AVAILABLE_TOOLS] [" }}
+{%- for tool in tools %}
+    {%- set tool = tool.function %}
+    {{- '{"type": "function", "function": {' }}
+    {%- for key, val in tool.items() if key != "return" %}
+        {%- if val is string %}
+            {{- '"' + key + '": "' + val + '"' }}
+        {%- else %}
+            {{- '"' + key + '": ' + val|tojson }}
+        {%- endif %}
+        {%- if not loop.last %}
+            {{- ", " }}
+        {%- endif %}
+    {%- endfor %}
+    {{- "}}" }}
+    {%- if not loop.last %}
+        {{- ", " }}
+    {%- else %}
+        {{- "]" }}
+    {%- endif %}
+{%- endfor %}
+{{- "[/AVAILABLE_TOOLS]" }}
+{%- for tool_call in messages[2].tool_calls %}
+    {%- if tool_call.id is not defined or tool_call.id|length != 9 %}
+        {{- "[" + (tool_call.function or tool_call).name + ":no id]" }}
+    {%- endif %}
+{%- endfor %}""",
+    r"""{%- set date_string = "26 Jul 2024" %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- for t in tools %}
+    {{- t | tojson(indent=4) }}
+    {{- "\n\n" }}
+{%- endfor %}
+{%- for tool_call in messages[2].tool_calls if tool_call.function is defined %}
+    {%- set tool_call = tool_call.function %}
+    {{- '<|python_tag|>' + tool_call.name + '.call(' }}
+    {%- for arg_name, arg_val in tool_call.arguments | items %}
+        {{- arg_name + '="' + arg_val | string + '"' }}
+        {%- if not loop.last %}
+            {{- ", " }}
+        {%- endif %}
+    {%- endfor %}
+    {{- ")" }}
+{%- endfor %}""",
+    r"""{%- macro render_type(spec, indent_level=0) -%}
+    {%- if spec.type == "array" -%}
+        {%- if spec['items'] -%}{{- render_type(spec['items'], indent_level + 1) + "[]" -}}{%- else -%}{{- "any[]" -}}{%- endif -%}
+    {%- elif spec.type == "object" -%}
+        {{- "{\n" -}}
+        {%- for name, sub in spec.properties.items() -%}
+            {{- "    " * (indent_level + 1) + name + ("?" if name not in spec.get('required', []) else "") + ": " + render_type(sub, indent_level + 1) -}}
+            {%- if not loop.last %}{{- ",\n" -}}{% endif -%}
+        {%- endfor -%}
+        {{- "\n" + "    " * indent_level + "}" -}}
+    {%- elif spec.enum -%}
+        {{- spec.enum | map('tojson') | join(' | ') -}}
+    {%- elif spec.type == "integer" -%}number
+    {%- else -%}{{- spec.type or "any" -}}
+    {%- endif -%}
+{%- endmacro -%}
+type f = (_: {{ render_type({'type': 'object', 'required': ['a'], 'properties': {'a': {'type': 'integer'}, 'b': {'type': 'array', 'items': {'type': 'string', 'enum': ['x', 'y']}}, 'c': {'type': 'object', 'properties': {'d': {'type': 'boolean'}}}}}) }}) => any;""",
 ]
 
 cases = []
