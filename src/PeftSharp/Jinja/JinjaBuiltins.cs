@@ -118,17 +118,18 @@ internal static class JinjaBuiltins
 
     public static object? Slice(object? target, object? start, object? stop, object? step, int line)
     {
+        // Unlike x[key], Jinja compiles x[a:b] to Python's own slicing, so a bad slice is an error, not undefined.
+        if (target is Undefined u) throw new JinjaException(u.Hint, line);
+        if (target is not (List<object?> or string)) throw new JinjaException($"a {TypeName(target)} cannot be sliced", line);
         long? Bound(object? v) => v is null ? null : v is long or bool ? ToLong(v) : throw new JinjaException($"slice indices must be integers, got a {TypeName(v)}", line);
-        var indices = SliceIndices(target switch
+        var elements = target as List<object?> ?? StringElements((string)target).Cast<object?>().ToList();
+        var picked = SliceIndices(elements.Count, Bound(start), Bound(stop), Bound(step) ?? 1, line).Select(i => elements[i]);
+        return target switch
         {
-            List<object?> l => l.Count,
-            string s => StringElements(s).Count,
-            Undefined u => throw new JinjaException(u.Hint, line),
-            _ => throw new JinjaException($"a {TypeName(target)} cannot be sliced", line),
-        }, Bound(start), Bound(stop), Bound(step) ?? 1, line);
-        if (target is List<object?> list) return indices.Select(i => list[i]).ToList();
-        var chars = StringElements((string)target!);
-        return string.Concat(indices.Select(i => chars[i]));
+            JinjaTuple => new JinjaTuple(picked),
+            List<object?> => picked.ToList(),
+            _ => string.Concat(picked),
+        };
     }
 
     // Python's slice.indices: clamp, negative counts from the end, negative steps walk backwards.
@@ -160,7 +161,9 @@ internal static class JinjaBuiltins
         string s => item is string sub ? s.Contains(sub, StringComparison.Ordinal)
             : throw new JinjaException($"'in <string>' needs a string on the left, got a {TypeName(item)}", line),
         List<object?> list => list.Any(x => AreEqual(x, item)),
-        OrderedDictionary<string, object?> dict => item is string k && dict.ContainsKey(k),
+        OrderedDictionary<string, object?> dict => item is List<object?> and not JinjaTuple or OrderedDictionary<string, object?>
+            ? throw new JinjaException($"a {TypeName(item)} cannot be a dict key", line) // unhashable
+            : item is string k && dict.ContainsKey(k),
         JinjaNamespace ns => item is string n && ns.Attributes.ContainsKey(n),
         Undefined => false,
         _ => throw new JinjaException($"a {TypeName(container)} cannot be searched with 'in'", line),
@@ -200,7 +203,11 @@ internal static class JinjaBuiltins
                     case "**":
                         if (!floating && j >= 0) return IntegerPower(i, j);
                         if (x == 0 && y < 0) throw new JinjaException("0.0 cannot be raised to a negative power", line);
-                        return Math.Pow(x, y);
+                        if (x < 0 && y != Math.Floor(y)) throw new JinjaException("a negative number to a fractional power is complex", line);
+                        double power = Math.Pow(x, y);
+                        return double.IsInfinity(power) && double.IsFinite(x) && double.IsFinite(y)
+                            ? throw new JinjaException("numerical result out of range", line) // Python's OverflowError
+                            : power;
                 }
             }
             catch (OverflowException)
@@ -209,7 +216,8 @@ internal static class JinjaBuiltins
             }
         }
         if (op == "+" && a is string sa && b is string sb) return sa + sb;
-        if (op == "+" && a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
+        if (op == "+" && a is List<object?> la && b is List<object?> lb && (a is JinjaTuple) == (b is JinjaTuple)) // list + list, tuple + tuple
+            return a is JinjaTuple ? new JinjaTuple(la.Concat(lb)) : la.Concat(lb).ToList();
         if (op == "*" && (a is string || b is string || a is List<object?> || b is List<object?>) && (a is long or bool || b is long or bool))
         {
             // "ab" * 2, [1] * 2 (either way round; a bool counts as 0 or 1)
@@ -217,8 +225,9 @@ internal static class JinjaBuiltins
             long n = Math.Max(0, ToLong(a is long or bool ? a : b));
             if (n * (sequence is string s ? s.Length : ((List<object?>)sequence).Count) > 100_000_000)
                 throw new JinjaException("a repeated string or list would be too long", line);
-            return sequence is string text ? string.Concat(Enumerable.Repeat(text, (int)n))
-                : Enumerable.Repeat((List<object?>)sequence, (int)n).SelectMany(l => l).ToList();
+            if (sequence is string text) return string.Concat(Enumerable.Repeat(text, (int)n));
+            var repeated = Enumerable.Repeat((List<object?>)sequence, (int)n).SelectMany(l => l);
+            return sequence is JinjaTuple ? new JinjaTuple(repeated) : repeated.ToList();
         }
         throw new JinjaException($"unsupported operand types for {op}: '{TypeName(a)}' and '{TypeName(b)}'", line);
     }

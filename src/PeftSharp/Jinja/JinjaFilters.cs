@@ -171,7 +171,7 @@ internal static class JinjaFilters
                 return JinjaBuiltins.GetAttribute(input, Str(Arg(0, "name", "")), line);
             case "map":
             {
-                var items = Iterate(input, line);
+                var items = IsTrue(input) ? Iterate(input, line) : []; // Jinja maps and selects nothing from a false value (0, none)
                 if (a.Count == 0 && k.TryGetValue("attribute", out var attribute))
                     return items.Select(AttributeGetter(attribute, line, fallback: k.GetValueOrDefault("default"))).ToList();
                 if (a.Count == 0) throw new JinjaException("filter 'map' needs a filter name or attribute=", line);
@@ -181,12 +181,12 @@ internal static class JinjaFilters
                 return items.Select(x => Filter(filter, x, rest, k, line)).ToList();
             }
             case "select" or "reject":
-                return SelectOrReject(Iterate(input, line), x => x, a, 0, keep: name == "select", line);
+                return SelectOrReject(IsTrue(input) ? Iterate(input, line) : [], x => x, a, 0, keep: name == "select", line);
             case "selectattr" or "rejectattr":
                 if (a.Count == 0) throw new JinjaException($"filter '{name}' needs an attribute name", line);
-                return SelectOrReject(Iterate(input, line), AttributeGetter(a[0], line), a, 1, keep: name == "selectattr", line);
-            case "indent":
-                return Indent(input is Undefined u2 ? throw new JinjaException($"{u2.Hint} (filter 'indent')", line) : ToStr(input),
+                return SelectOrReject(IsTrue(input) ? Iterate(input, line) : [], AttributeGetter(a[0], line), a, 1, keep: name == "selectattr", line);
+            case "indent": // Jinja appends "\n" to the value itself, so only a string works
+                return Indent(input as string ?? throw new JinjaException($"filter 'indent' needs a string, got a {TypeName(input)}", line),
                     Arg(0, "width", 4L), IsTrue(Arg(1, "first", false)), IsTrue(Arg(2, "blank", false)));
             case "wordcount":
                 return (long)Word.Matches(Str(input)).Count;
@@ -333,9 +333,16 @@ internal static class JinjaFilters
         return double.Parse(s.Replace("_", ""), NumberStyles.Float, CultureInfo.InvariantCulture);
     }
 
+    // The tests that take an argument (x is divisibleby 3); the others take none.
+    static readonly HashSet<string> TestsWithArgument =
+        ["equalto", "eq", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt", "greaterthan", ">", "ge", ">=", "in", "divisibleby", "sameas"];
+
     public static bool Test(string name, object? value, IReadOnlyList<object?> a, int line)
     {
-        object? Arg0() => a.Count > 0 ? a[0] : throw new JinjaException($"test '{name}' needs an argument", line);
+        int expected = TestsWithArgument.Contains(name) ? 1 : 0;
+        if (a.Count != expected && TestNames.Contains(name))
+            throw new JinjaException($"test '{name}' takes {expected} argument{(expected == 1 ? "" : "s")}, got {a.Count}", line);
+        object? Arg0() => a[0];
         return name switch
         {
             "defined" => value is not Undefined,

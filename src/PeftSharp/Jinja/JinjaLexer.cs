@@ -38,7 +38,7 @@ internal static class JinjaLexer
             char kind = source[tag + 1];
             int p = tag + 2;
             char control = p < source.Length ? source[p] : '\0';
-            if (control == '-') { text = text.TrimEnd(); p++; }
+            if (control == '-') { text = TrimEndSpace(text); p++; }
             else if (control == '+') p++;
             else if (LstripBlocks && kind != '{') text = LstripToLineStart(text, lineStarting);
             if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
@@ -64,7 +64,7 @@ internal static class JinjaLexer
             int depth = 0;
             while (true)
             {
-                while (p < source.Length && char.IsWhiteSpace(source[p])) p++;
+                while (p < source.Length && IsSpace(source[p])) p++;
                 if (p >= source.Length)
                     throw new JinjaException($"the {(block ? "block" : "variable")} tag is not closed (no '{(block ? "%}" : "}}")}')", lines.At(tag));
                 string end = block ? "%}" : "}}";
@@ -107,6 +107,17 @@ internal static class JinjaLexer
         return -1;
     }
 
+    // Python's whitespace (its regex \s and str.strip()), which also counts the separators U+001C–U+001F.
+    static bool IsSpace(char c) => JinjaStrings.IsSpace(c);
+    const string Space = @"[\s\x1c-\x1f]";
+
+    static string TrimEndSpace(string text)
+    {
+        int end = text.Length;
+        while (end > 0 && IsSpace(text[end - 1])) end--;
+        return text[..end];
+    }
+
     static bool Matches(string source, int at, string what) => string.CompareOrdinal(source, at, what, 0, what.Length) == 0;
 
     // lstrip_blocks: drop the whitespace between the start of the line and a block tag, if that is all there is.
@@ -116,7 +127,7 @@ internal static class JinjaLexer
         if (lineStart == 0 && !lineStarting) return text;
         if (lineStart == text.Length) return text;
         for (int i = lineStart; i < text.Length; i++)
-            if (!char.IsWhiteSpace(text[i])) return text;
+            if (!IsSpace(text[i])) return text;
         return text[..lineStart];
     }
 
@@ -127,7 +138,7 @@ internal static class JinjaLexer
         if (minus)
         {
             int start = pos;
-            while (pos < source.Length && char.IsWhiteSpace(source[pos])) pos++;
+            while (pos < source.Length && IsSpace(source[pos])) pos++;
             return (pos, pos > start && source[pos - 1] == '\n');
         }
         if (trim && pos < source.Length && source[pos] == '\n') return (pos + 1, true);
@@ -137,8 +148,9 @@ internal static class JinjaLexer
     // {% raw %} … {% endraw %}: the content is text, not parsed. As in Jinja's lexer, trim_blocks does not apply
     // after "{% raw %}" (only "-%}" strips there), while "{% endraw %}" is handled like any block tag: "-" or
     // lstrip_blocks before it, "-", "+" or trim_blocks after it.
-    static readonly Regex RawBegin = new(@"\G\{%[-+]?\s*raw\s*(?:-%\}\s*|%\})", RegexOptions.CultureInvariant);
-    static readonly Regex RawEnd = new(@"\{%([-+]?)\s*endraw\s*(?:\+%\}|-%\}\s*|%\}\n?)", RegexOptions.CultureInvariant);
+    // ("_" below stands for Space, Python's \s.)
+    static readonly Regex RawBegin = new(@"\G\{%[-+]?_*raw_*(?:-%\}_*|%\})".Replace("_", Space), RegexOptions.CultureInvariant);
+    static readonly Regex RawEnd = new(@"\{%([-+]?)_*endraw_*(?:\+%\}|-%\}_*|%\}\n?)".Replace("_", Space), RegexOptions.CultureInvariant);
 
     static int LexRawBlock(string source, List<Token> tokens, Match begin, LineCounter lines, ref bool lineStarting)
     {
@@ -148,7 +160,7 @@ internal static class JinjaLexer
         if (!end.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", lines.At(begin.Index));
         string text = source[pos..end.Index];
         char sign = end.Groups[1].Value is [var c] ? c : '\0';
-        if (sign == '-') text = text.TrimEnd();
+        if (sign == '-') text = TrimEndSpace(text);
         else if (sign != '+' && LstripBlocks) text = LstripToLineStart(text, lineStarting);
         if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
         lineStarting = end.Value.EndsWith('\n');

@@ -513,7 +513,15 @@ internal sealed class JinjaParser
     Expr ParseSubscript(Expr target, int line)
     {
         Expr? start = null, stop = null, step = null;
+        if (SkipOperator("]")) return new ItemExpr(target, new ListExpr([], line, IsTuple: true), line); // x[]: the empty tuple
         if (!IsOperator(":")) start = ParseExpression();
+        if (start is not null && IsOperator(",")) // x[a, b]: the key is a tuple
+        {
+            var items = new List<Expr> { start };
+            while (SkipOperator(",") && !IsOperator("]")) items.Add(ParseExpression());
+            ExpectOperator("]");
+            return new ItemExpr(target, new ListExpr(items, line, IsTuple: true), line);
+        }
         if (!SkipOperator(":"))
         {
             ExpectOperator("]");
@@ -593,10 +601,14 @@ internal sealed class JinjaParser
                 CheckKnown(name, filter: false, line);
                 Arguments args;
                 if (IsOperator("(")) args = ParseArguments();
-                // "x is divisibleby 3", "x is sameas none", "x is in [1, 2]": one argument without brackets.
+                // "x is divisibleby 3", "x is sameas none", "x is in [1, 2]": one argument without brackets. As in
+                // Jinja, any name but and / or / else starts one ("x is defined if c" is an error), and "is" is.
                 else if ((Current.Kind is TokenKind.Name or TokenKind.String or TokenKind.Integer or TokenKind.Float || IsOperator("[") || IsOperator("{"))
-                         && !(Current.Kind == TokenKind.Name && Current.Value is "and" or "or" or "else" or "if" or "in" or "is" or "not"))
+                         && !(Current.Kind == TokenKind.Name && Current.Value is "and" or "or" or "else"))
+                {
+                    if (IsName("is")) throw Error("tests cannot be chained with 'is'");
                     args = new Arguments([ParsePostfix(ParsePrimary())], []);
+                }
                 else args = new Arguments([], []);
                 expr = new TestExpr(expr, name, args, negated, line);
             }

@@ -64,17 +64,32 @@ internal sealed class JinjaRenderer
 
     readonly StringBuilder _root = new();
     readonly List<(int Start, int End)> _generationSpans = [];
+    readonly IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> _unsetAtStart;
 
-    public static (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) Render(IReadOnlyList<Node> body, IReadOnlyDictionary<string, object?> variables)
+    JinjaRenderer(IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> unsetAtStart) => _unsetAtStart = unsetAtStart;
+
+    /// <param name="unsetAtStart">The names each frame starts without, from <see cref="JinjaScopes.UnsetAtStart"/>.</param>
+    public static (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) Render(IReadOnlyList<Node> body,
+        IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> unsetAtStart, IReadOnlyDictionary<string, object?> variables)
     {
-        var renderer = new JinjaRenderer();
+        var renderer = new JinjaRenderer(unsetAtStart);
         var globals = new Scope(null);
         foreach (var (name, value) in JinjaBuiltins.Globals) globals.Variables[name] = value;
         foreach (var (name, value) in variables) globals.Variables[name] = value;
-        var top = new Scope(globals);
+        var top = renderer.Frame(globals, body);
         if (renderer.RenderNodes(body, renderer._root, top) != Flow.Normal)
             throw new JinjaException("'break' or 'continue' outside a for loop", 0);
         return (renderer._root.ToString(), renderer._generationSpans);
+    }
+
+    // A new scope for a frame (the template, a loop body, a macro, a block), holding the names the frame owns
+    // from its start as undefined (see JinjaScopes), so that they hide the same names outside.
+    Scope Frame(Scope parent, IReadOnlyList<Node> body)
+    {
+        var scope = new Scope(parent);
+        if (_unsetAtStart.TryGetValue(body, out var names))
+            foreach (var name in names) scope.Variables[name] = new Undefined($"'{name}' is undefined");
+        return scope;
     }
 
     Flow RenderNodes(IReadOnlyList<Node> nodes, StringBuilder output, Scope scope)
@@ -105,17 +120,21 @@ internal sealed class JinjaRenderer
                 return RenderFor(forNode, output, scope);
             case WithNode with:
             {
-                var inner = new Scope(scope);
-                foreach (var (name, value) in with.Assignments) inner.Variables[name] = Evaluate(value, scope);
+                var values = with.Assignments.Select(a => Evaluate(a.Value, scope)).ToList();
+                var inner = Frame(scope, with.Body);
+                for (int i = 0; i < values.Count; i++) inner.Variables[with.Assignments[i].Name] = values[i];
                 return RenderNodes(with.Body, output, inner);
             }
             case SetNode set:
                 Assign(set.Names, set.Attribute, Evaluate(set.Value, scope), scope, set.Line);
                 return Flow.Normal;
+            // A set or filter block's body renders on the side. A break or continue in it (in a loop) leaves the
+            // block at once, as Jinja's Python code does: nothing is assigned or written.
             case SetBlockNode setBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(setBlock.Body, captured, new Scope(scope)); // the block's own sets stay inside it
+                var flow = RenderNodes(setBlock.Body, captured, Frame(scope, setBlock.Body)); // the block's own sets stay inside it
+                if (flow != Flow.Normal) return flow;
                 Assign([setBlock.Name], setBlock.Attribute, ApplyFilters(setBlock.Filters, captured.ToString(), scope), scope, setBlock.Line);
                 return Flow.Normal;
             }
@@ -125,7 +144,8 @@ internal sealed class JinjaRenderer
             case FilterBlockNode filterBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(filterBlock.Body, captured, new Scope(scope));
+                var flow = RenderNodes(filterBlock.Body, captured, Frame(scope, filterBlock.Body));
+                if (flow != Flow.Normal) return flow;
                 output.Append(ToStr(ApplyFilters(filterBlock.Filters, captured.ToString(), scope)));
                 return Flow.Normal;
             }
@@ -133,7 +153,7 @@ internal sealed class JinjaRenderer
             {
                 // transformers renders the body as a call block's caller: a macro, so its sets stay inside it.
                 int start = output.Length;
-                var flow = RenderNodes(generation.Body, output, new Scope(scope));
+                var flow = RenderNodes(generation.Body, output, Frame(scope, generation.Body));
                 if (ReferenceEquals(output, _root) && output.Length > start) _generationSpans.Add((start, output.Length));
                 return flow;
             }
@@ -162,17 +182,21 @@ internal sealed class JinjaRenderer
             items = kept;
         }
         else items = [.. items]; // a snapshot: the body cannot change what is iterated
-        if (items.Count == 0) return RenderNodes(node.Else, output, new Scope(scope));
+        // Jinja runs the else block unless some iteration reached the end of the body: with no items, and also
+        // when every iteration ended in break or continue (its code marks an iteration done at the body's end).
+        bool completed = false;
         var loop = new LoopContext(items);
         for (int i = 0; i < items.Count; i++)
         {
-            var iteration = new Scope(scope);
+            var iteration = Frame(scope, node.Body);
             Bind(node.Targets, items[i], iteration, node.Line);
             loop.Index = i;
             iteration.Variables["loop"] = loop;
-            if (RenderNodes(node.Body, output, iteration) == Flow.Break) break;
+            var flow = RenderNodes(node.Body, output, iteration);
+            completed |= flow == Flow.Normal;
+            if (flow == Flow.Break) break;
         }
-        return Flow.Normal;
+        return completed ? Flow.Normal : RenderNodes(node.Else, output, Frame(scope, node.Else));
     }
 
     static void Bind(IReadOnlyList<string> targets, object? value, Scope scope, int line)
@@ -204,7 +228,7 @@ internal sealed class JinjaRenderer
     // parameters before them) the rest; extra arguments go to varargs / kwargs if the body uses them, else fail.
     JinjaFunction MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
-        var scope = new Scope(definedIn);
+        var scope = Frame(definedIn, macro.Body);
         if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
             throw new JinjaException($"macro '{macro.Name}' takes {macro.Parameters.Count} arguments, got {args.Count}", macro.Line);
         for (int i = 0; i < macro.Parameters.Count; i++)

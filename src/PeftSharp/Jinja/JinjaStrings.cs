@@ -288,7 +288,10 @@ internal static class JinjaStrings
             sb.Append(FormatValue(value, spec, line));
         }
         sb.Append(format, from, format.Length - from);
-        if (mapping is null && next < values.Count) throw new JinjaException("not all arguments converted during string formatting", line);
+        // Python checks for unused values only when they are a tuple or a single value without items (a list,
+        // dict or undefined value has items, so "text" % [1] is just "text").
+        bool hasItems = args is OrderedDictionary<string, object?> or Undefined || args is List<object?> and not JinjaTuple;
+        if (!hasItems && next < values.Count) throw new JinjaException("not all arguments converted during string formatting", line);
         return sb.ToString();
     }
 

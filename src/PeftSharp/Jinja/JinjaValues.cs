@@ -239,12 +239,12 @@ public static class JinjaValues
         return ReferenceEquals(a, b);
     }
 
-    /// <summary>Python's ordering for numbers, strings (by code point) and lists.</summary>
+    /// <summary>Python's ordering for numbers, strings (by code point), lists and tuples.</summary>
     public static int Compare(object? a, object? b, int line)
     {
         if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
         if (a is string sa && b is string sb) return CompareCodePoints(sa, sb);
-        if (a is List<object?> la && b is List<object?> lb)
+        if (a is List<object?> la && b is List<object?> lb && (a is JinjaTuple) == (b is JinjaTuple)) // a tuple and a list do not compare
         {
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
                 if (!AreEqual(la[i], lb[i])) return Compare(la[i], lb[i], line);

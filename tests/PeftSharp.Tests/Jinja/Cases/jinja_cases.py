@@ -5,7 +5,7 @@ extensions=[loopcontrols]) and transformers' tojson (json.dumps, ensure_ascii=Fa
 
     python3 jinja_cases.py     # rewrites jinja_cases.json beside this file
 """
-import json, os
+import copy, json, os
 import jinja2, jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -299,6 +299,15 @@ CASES += [
     "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0X_ff }} {{ 1_000_000 }} {{ 0 }}",
     "{% set comma = joiner(' | ') %}{% for x in l %}{{ comma() }}{{ x }}{% endfor %}",
     "{{ -9223372036854775807 - 1 }} {{ 9223372036854775807 }} {{ 9.0e18 | int }} {{ '-9223372036854775808' | int }}",
+    # Jinja decides at compile time that a name first set unconditionally in a frame belongs to it from the start
+    "{% for i in [1] %}[{{ n }}]{% endfor %}{% set n = 1 %}|{% macro m() %}[{{ x }}]{% endmacro %}{{ m() }}{% set x = 1 %}{{ m() }}",
+    "{% for j in [1, 2] %}{% for i in [1] %}[{{ n }}]{% endfor %}{% set n = j %}{% endfor %}|{% set b %}{% for i in [1] %}[{{ f }}]{% endfor %}{% set f = 2 %}{% endset %}{{ b }}",
+    "{% for i in [1] %}[{{ n }}]{% endfor %}{% if t %}{% set n = 1 %}{% endif %}|{{ l }}{% for i in [1] %}[{{ l }}]{% endfor %}{% set l = 1 %}|{% for i in [1] %}[{{ e }}]{% endfor %}{% set e = e ~ '!' %}",
+    # the else of a for runs unless an iteration reached the end of the body
+    "{% for i in [1, 2] %}{% if i == 1 %}{% break %}{% endif %}{% else %}E{% endfor %}|{% for i in [1, 2] %}{% continue %}{% else %}E{% endfor %}|{% for i in [1, 2] %}{% if i == 2 %}{% continue %}{% endif %}{% else %}E{% endfor %}",
+    # break / continue inside a filter or set block leave the block, writing and assigning nothing
+    "{% for i in [1, 2] %}{% filter upper %}a{% if i == 1 %}{% continue %}{% endif %}b{% endfilter %}x{% endfor %}|{% for i in [1, 2] %}{% set blk %}a{% if i == 2 %}{% break %}{% endif %}b{% endset %}<{{ blk }}>{% endfor %}",
+    "{{ [1] in d }}",
     "{{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(0) | list }} {{ range(5, 0, -2) | list }} {{ range(3) | length }} {{ range(-2) | list }}",
     # multi-line templates shaped like real chat templates
     r"""{%- if tools %}
@@ -566,7 +575,7 @@ for template in CASES:
         cases.append(case)
         continue
     try:
-        case["expected"] = compiled.render(**V)
+        case["expected"] = compiled.render(**copy.deepcopy(V))  # a copy: jinja's indent filter extends a list it is given
     except jinja2.exceptions.TemplateError as e:
         case["error"] = "TemplateError: " + str(e) if type(e) is jinja2.exceptions.TemplateError else "runtime"
     except Exception as e:
