@@ -42,12 +42,13 @@ internal static class JinjaFilters
             case "length" or "count":
                 return (long)Length(input, line);
             case "upper":
-                return Str(input).ToUpperInvariant();
+                return JinjaStrings.Upper(Str(input));
             case "lower":
-                return Str(input).ToLowerInvariant();
+                return JinjaStrings.Lower(Str(input));
             case "title":
                 // Not str.title(): Jinja capitalises the words that follow spaces, '-' and brackets ("don't" stays "Don't").
-                return string.Concat(WordBeginning.Split(Str(input)).Where(w => w.Length > 0).Select(w => char.ToUpperInvariant(w[0]) + w[1..].ToLowerInvariant()));
+                return string.Concat(WordBeginning.Split(Str(input)).Where(w => w.Length > 0)
+                    .Select(w => StringElements(w)[0] is var first ? JinjaStrings.Upper(first) + JinjaStrings.Lower(w[first.Length..]) : w));
             case "capitalize":
                 return JinjaStrings.Capitalize(Str(input));
             case "center":
@@ -94,6 +95,8 @@ internal static class JinjaFilters
                 foreach (var x in Iterate(input, line))
                 {
                     var kx = key(x);
+                    if (kx is List<object?> and not JinjaTuple or OrderedDictionary<string, object?>) // Jinja keeps a set of them
+                        throw new JinjaException($"filter 'unique': a {TypeName(kx)} cannot be hashed", line);
                     if (seen.Any(y => AreEqual(kx, y))) continue;
                     seen.Add(kx);
                     result.Add(x);
@@ -102,9 +105,12 @@ internal static class JinjaFilters
             }
             case "sort":
             {
+                // Jinja's key is a list of one value per comma-separated attribute (the item itself without one),
+                // so equal keys are never ordered: [undefined] == [undefined].
                 bool reverse = IsTrue(Arg(0, "reverse", false));
-                var key = AttributeGetter(Arg(2, "attribute", null), line, ignoreCase: !CaseSensitive(1));
-                return SortBy(Iterate(input, line), key, reverse, line);
+                object?[] attributes = Arg(2, "attribute", null) is string names ? names.Split(',') : [Arg(2, "attribute", null)];
+                var getters = attributes.Select(attribute => AttributeGetter(attribute, line, ignoreCase: !CaseSensitive(1))).ToList();
+                return SortBy(Iterate(input, line), x => getters.Select(get => get(x)).ToList(), reverse, line);
             }
             case "dictsort":
             {
@@ -235,15 +241,22 @@ internal static class JinjaFilters
     {
         var keys = items.Select(key).ToList();
         var order = Enumerable.Range(0, items.Count).ToList();
-        order.Sort((i, j) =>
+        try
         {
-            int c = Compare(keys[i], keys[j], line);
-            return c != 0 ? (reverse ? -c : c) : i.CompareTo(j);
-        });
+            order.Sort((i, j) =>
+            {
+                int c = Compare(keys[i], keys[j], line);
+                return c != 0 ? (reverse ? -c : c) : i.CompareTo(j);
+            });
+        }
+        catch (InvalidOperationException e) when (e.InnerException is JinjaException inner)
+        {
+            throw inner; // List.Sort wraps what the comparison throws
+        }
         return order.Select(i => items[i]).ToList();
     }
 
-    static object? Lower(object? value) => value is string s ? s.ToLowerInvariant() : value;
+    static object? Lower(object? value) => value is string s ? JinjaStrings.Lower(s) : value;
 
     /// <summary>
     /// Jinja's make_attrgetter: "name", "a.b" or "list.0" read key by key (digits as indices); with a fallback, an
@@ -291,8 +304,9 @@ internal static class JinjaFilters
                 if (value is not double && precision >= 0) return ToLong(value);
                 double rounded = Math.Round(x, MidpointRounding.ToEven) / factor;
                 return value is double ? rounded : (object)(long)rounded;
-            case "ceil": return Math.Ceiling(x) / factor;
-            case "floor": return Math.Floor(x) / factor;
+            // math.ceil / floor return an int, which has no -0: ceil(-0.5) is 0, not -0.0.
+            case "ceil": return (Math.Ceiling(x) + 0.0) / factor;
+            case "floor": return (Math.Floor(x) + 0.0) / factor;
             default: throw new JinjaException("filter 'round' takes the method 'common', 'ceil' or 'floor'", line);
         }
     }

@@ -28,9 +28,9 @@ internal static class JinjaStrings
             "strip" => F((a, _) => Strip(s, Chars(a, name), start: true, end: true)),
             "lstrip" => F((a, _) => Strip(s, Chars(a, name), start: true, end: false)),
             "rstrip" => F((a, _) => Strip(s, Chars(a, name), start: false, end: true)),
-            "upper" => F((_, _) => s.ToUpperInvariant()),
-            "lower" or "casefold" => F((_, _) => s.ToLowerInvariant()),
-            "swapcase" => F((_, _) => string.Concat(s.Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)))),
+            "upper" => F((_, _) => Upper(s)),
+            "lower" or "casefold" => F((_, _) => Lower(s)),
+            "swapcase" => F((_, _) => string.Concat(s.Select(c => char.IsUpper(c) ? Lower(c.ToString()) : Upper(c.ToString())))),
             "title" => F((_, _) => Title(s)),
             "capitalize" => F((_, _) => Capitalize(s)),
             "startswith" => F((a, _) => Affixes(a, name, line).Any(p => s.StartsWith(p, StringComparison.Ordinal))),
@@ -86,20 +86,46 @@ internal static class JinjaStrings
         return s[from..to];
     }
 
-    /// <summary>str.title(): a cased character after an uncased one is upper case, every other one lower ("1st" → "1St").</summary>
+    // Python's full case mappings where .NET's invariant ones differ: ß and the Latin ligatures become two or
+    // three letters, the digraphs have a title case of their own, İ lowers to i and a combining dot.
+    static readonly Dictionary<char, string> UpperSpecial = new()
+    {
+        ['ß'] = "SS", ['ﬀ'] = "FF", ['ﬁ'] = "FI", ['ﬂ'] = "FL", ['ﬃ'] = "FFI", ['ﬄ'] = "FFL", ['ﬅ'] = "ST", ['ﬆ'] = "ST", ['ŉ'] = "ʼN",
+    };
+    static readonly Dictionary<char, string> TitleSpecial = new()
+    {
+        ['ß'] = "Ss", ['ﬀ'] = "Ff", ['ﬁ'] = "Fi", ['ﬂ'] = "Fl", ['ﬃ'] = "Ffi", ['ﬄ'] = "Ffl", ['ﬅ'] = "St", ['ﬆ'] = "St", ['ŉ'] = "ʼN",
+        ['Ǆ'] = "ǅ", ['ǅ'] = "ǅ", ['ǆ'] = "ǅ", ['Ǉ'] = "ǈ", ['ǈ'] = "ǈ", ['ǉ'] = "ǈ", ['Ǌ'] = "ǋ", ['ǋ'] = "ǋ", ['ǌ'] = "ǋ", ['Ǳ'] = "ǲ", ['ǲ'] = "ǲ", ['ǳ'] = "ǲ",
+    };
+
+    /// <summary>str.upper().</summary>
+    public static string Upper(string s)
+    {
+        string upper = s.ToUpperInvariant();
+        return upper.Any(UpperSpecial.ContainsKey) ? string.Concat(upper.Select(c => UpperSpecial.GetValueOrDefault(c) ?? c.ToString())) : upper;
+    }
+
+    /// <summary>str.lower().</summary>
+    public static string Lower(string s) => s.ToLowerInvariant().Replace("İ", "i\u0307"); // (.NET may leave İ as it is)
+
+    // The title case of one character (the first of a word for title() and capitalize()).
+    static string TitleChar(string c) => c.Length == 1 && TitleSpecial.TryGetValue(c[0], out var t) ? t : c.ToUpperInvariant();
+
+    /// <summary>str.title(): a cased character after an uncased one is title case, every other one lower ("1st" → "1St").</summary>
     public static string Title(string s)
     {
         var sb = new StringBuilder(s.Length);
         bool previousCased = false;
-        foreach (char c in s)
+        foreach (string c in StringElements(s))
         {
-            sb.Append(previousCased ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c));
-            previousCased = IsCased(c);
+            sb.Append(previousCased ? Lower(c) : TitleChar(c));
+            previousCased = IsCased(c[0]);
         }
         return sb.ToString();
     }
 
-    public static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
+    /// <summary>str.capitalize(): the first character in title case, the rest lower.</summary>
+    public static string Capitalize(string s) => s.Length == 0 ? s : StringElements(s)[0] is var first ? TitleChar(first) + Lower(s[first.Length..]) : s;
 
     static IEnumerable<string> Affixes(IReadOnlyList<object?> a, string method, int line) => a.Count > 0 ? a[0] switch
     {
@@ -416,6 +442,7 @@ internal static class JinjaStrings
     {
         var sb = new StringBuilder();
         int auto = 0;
+        bool? numbering = null; // whether the positional fields are numbered automatically ({}) or by hand ({0}); one or the other
         for (int i = 0; i < format.Length; i++)
         {
             char c = format[i];
@@ -430,7 +457,14 @@ internal static class JinjaStrings
             if (colon >= 0) (field, spec) = (field[..colon], field[(colon + 1)..]);
             char conversion = '\0';
             if (field.Length >= 2 && field[^2] == '!') (field, conversion) = (field[..^2], field[^1]);
-            object? value = field.Length == 0 ? (auto < args.Count ? args[auto++] : throw new JinjaException("str.format(): not enough arguments", line))
+            bool automatic = field.Length == 0;
+            if (automatic || char.IsAsciiDigit(field[0]))
+            {
+                if (numbering != null && numbering != automatic)
+                    throw new JinjaException("str.format(): cannot switch between automatic ({}) and manual ({0}) field numbering", line);
+                numbering = automatic;
+            }
+            object? value = automatic ? (auto < args.Count ? args[auto++] : throw new JinjaException("str.format(): not enough arguments", line))
                 : int.TryParse(field, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? (index < args.Count ? args[index] : throw new JinjaException($"str.format(): no argument {index}", line))
                 : kwargs.TryGetValue(field, out var named) ? named : throw new JinjaException($"str.format(): no argument '{field}'", line);
             if (conversion is 'r' or 'a') value = Repr(value);

@@ -308,6 +308,12 @@ CASES += [
     # break / continue inside a filter or set block leave the block, writing and assigning nothing
     "{% for i in [1, 2] %}{% filter upper %}a{% if i == 1 %}{% continue %}{% endif %}b{% endfilter %}x{% endfor %}|{% for i in [1, 2] %}{% set blk %}a{% if i == 2 %}{% break %}{% endif %}b{% endset %}<{{ blk }}>{% endfor %}",
     "{{ [1] in d }}",
+    "{{ [1, 'a'] | sort(attribute='n') }} {{ msgs | sort(attribute='role,content') | map(attribute='role') | join }} {{ [{'a': 2, 'b': 1}, {'a': 1, 'b': 2}, {'a': 1, 'b': 1}] | sort(attribute='a,b') | map(attribute='b') | list }}",
+    "{{ msgs | sort }}",
+    "{{ [[1], [1]] | unique | list }}",
+    "{{ 'straße ﬁne' | upper }} {{ 'straße ﬁne'.upper() }} {{ 'ßa' | capitalize }} {{ 'ßa ǆx'.title() }} {{ 'ßa' | title }}",
+    "{{ '{}-{0}'.format(1, 2) }}",
+    "{{ -0.5 | round(0, 'ceil') }} {{ 0.4 | round(0, 'floor') }} {{ -0.4 | round(0, 'ceil') }}",
     "{{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(0) | list }} {{ range(5, 0, -2) | list }} {{ range(3) | length }} {{ range(-2) | list }}",
     # multi-line templates shaped like real chat templates
     r"""{%- if tools %}
