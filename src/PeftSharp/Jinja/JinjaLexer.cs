@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 
 namespace PeftSharp.Jinja;
 
@@ -37,7 +38,7 @@ internal static class JinjaLexer
             char kind = source[tag + 1];
             int p = tag + 2;
             char control = p < source.Length ? source[p] : '\0';
-            if (control == '-') { text = text.TrimEnd(); p++; }
+            if (control == '-') { text = TrimEndSpace(text); p++; }
             else if (control == '+') p++;
             else if (LstripBlocks && kind != '{') text = LstripToLineStart(text, lineStarting);
             if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
@@ -46,8 +47,15 @@ internal static class JinjaLexer
             {
                 int close = source.IndexOf("#}", p, StringComparison.Ordinal);
                 if (close < 0) throw new JinjaException("the comment is not closed (no '#}')", lines.At(tag));
-                bool minus = close > p && source[close - 1] == '-';
-                (pos, lineStarting) = SkipAfterTag(source, close + 2, minus, trim: TrimBlocks);
+                // "-#}" eats the whitespace after the comment, "+#}" keeps the newline trim_blocks would drop.
+                char sign = close > p ? source[close - 1] : '\0';
+                (pos, lineStarting) = SkipAfterTag(source, close + 2, sign == '-', trim: TrimBlocks && sign != '+');
+                continue;
+            }
+
+            if (kind == '%' && RawBegin.Match(source, tag) is { Success: true } raw)
+            {
+                pos = LexRawBlock(source, tokens, raw, lines, ref lineStarting);
                 continue;
             }
 
@@ -56,7 +64,7 @@ internal static class JinjaLexer
             int depth = 0;
             while (true)
             {
-                while (p < source.Length && char.IsWhiteSpace(source[p])) p++;
+                while (p < source.Length && IsSpace(source[p])) p++;
                 if (p >= source.Length)
                     throw new JinjaException($"the {(block ? "block" : "variable")} tag is not closed (no '{(block ? "%}" : "}}")}')", lines.At(tag));
                 string end = block ? "%}" : "}}";
@@ -80,7 +88,6 @@ internal static class JinjaLexer
                 }
                 tokens.Add(token);
             }
-            if (block) pos = LexRawBlock(source, tokens, pos, lines, ref lineStarting);
         }
         tokens.Add(new Token(TokenKind.End, "", lines.At(source.Length)));
         return tokens;
@@ -100,6 +107,17 @@ internal static class JinjaLexer
         return -1;
     }
 
+    // Python's whitespace (its regex \s and str.strip()), which also counts the separators U+001C–U+001F.
+    static bool IsSpace(char c) => JinjaStrings.IsSpace(c);
+    const string Space = @"[\s\x1c-\x1f]";
+
+    static string TrimEndSpace(string text)
+    {
+        int end = text.Length;
+        while (end > 0 && IsSpace(text[end - 1])) end--;
+        return text[..end];
+    }
+
     static bool Matches(string source, int at, string what) => string.CompareOrdinal(source, at, what, 0, what.Length) == 0;
 
     // lstrip_blocks: drop the whitespace between the start of the line and a block tag, if that is all there is.
@@ -109,7 +127,7 @@ internal static class JinjaLexer
         if (lineStart == 0 && !lineStarting) return text;
         if (lineStart == text.Length) return text;
         for (int i = lineStart; i < text.Length; i++)
-            if (!char.IsWhiteSpace(text[i])) return text;
+            if (!IsSpace(text[i])) return text;
         return text[..lineStart];
     }
 
@@ -120,27 +138,33 @@ internal static class JinjaLexer
         if (minus)
         {
             int start = pos;
-            while (pos < source.Length && char.IsWhiteSpace(source[pos])) pos++;
+            while (pos < source.Length && IsSpace(source[pos])) pos++;
             return (pos, pos > start && source[pos - 1] == '\n');
         }
         if (trim && pos < source.Length && source[pos] == '\n') return (pos + 1, true);
         return (pos, false);
     }
 
-    // {% raw %} ... {% endraw %}: the content is text, not parsed.
-    static int LexRawBlock(string source, List<Token> tokens, int pos, LineCounter lines, ref bool lineStarting)
+    // {% raw %} … {% endraw %}: the content is text, not parsed. As in Jinja's lexer, trim_blocks does not apply
+    // after "{% raw %}" (only "-%}" strips there), while "{% endraw %}" is handled like any block tag: "-" or
+    // lstrip_blocks before it, "-", "+" or trim_blocks after it.
+    // ("_" below stands for Space, Python's \s.)
+    static readonly Regex RawBegin = new(@"\G\{%[-+]?_*raw_*(?:-%\}_*|%\})".Replace("_", Space), RegexOptions.CultureInvariant);
+    static readonly Regex RawEnd = new(@"\{%([-+]?)_*endraw_*(?:\+%\}|-%\}_*|%\}\n?)".Replace("_", Space), RegexOptions.CultureInvariant);
+
+    static int LexRawBlock(string source, List<Token> tokens, Match begin, LineCounter lines, ref bool lineStarting)
     {
-        int n = tokens.Count;
-        if (n < 3 || tokens[n - 3].Kind != TokenKind.BlockBegin || tokens[n - 2] is not { Kind: TokenKind.Name, Value: "raw" }) return pos;
-        var match = System.Text.RegularExpressions.Regex.Match(source[pos..], @"\{%(-?)\s*endraw\s*(-?)%\}");
-        if (!match.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", tokens[n - 3].Line);
-        tokens.RemoveRange(n - 3, 3);
-        string text = source.Substring(pos, match.Index);
-        if (match.Groups[1].Value == "-") text = text.TrimEnd();
+        int pos = begin.Index + begin.Length;
+        lineStarting = begin.Value.EndsWith('\n');
+        var end = RawEnd.Match(source, pos);
+        if (!end.Success) throw new JinjaException("the raw block is not closed (no '{% endraw %}')", lines.At(begin.Index));
+        string text = source[pos..end.Index];
+        char sign = end.Groups[1].Value is [var c] ? c : '\0';
+        if (sign == '-') text = TrimEndSpace(text);
+        else if (sign != '+' && LstripBlocks) text = LstripToLineStart(text, lineStarting);
         if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, lines.At(pos)));
-        int after;
-        (after, lineStarting) = SkipAfterTag(source, pos + match.Index + match.Length, match.Groups[2].Value == "-", TrimBlocks);
-        return after;
+        lineStarting = end.Value.EndsWith('\n');
+        return end.Index + end.Length;
     }
 
     static Token LexExpressionToken(string source, ref int p, LineCounter lines)
@@ -152,6 +176,8 @@ internal static class JinjaLexer
             while (p < source.Length && (char.IsLetterOrDigit(source[p]) || source[p] == '_')) p++;
             return new Token(TokenKind.Name, source[start..p], line);
         }
+        if (c == '0' && p + 1 < source.Length && char.ToLowerInvariant(source[p + 1]) is 'x' or 'o' or 'b')
+            return new Token(TokenKind.Integer, LexRadixInteger(source, ref p, line), line);
         if (char.IsAsciiDigit(c))
         {
             bool isFloat = false;
@@ -185,6 +211,24 @@ internal static class JinjaLexer
         throw new JinjaException($"unexpected character '{c}'", line);
     }
 
+    // 0x1F, 0o17, 0b101 (underscores allowed between digits), as Jinja's integer literals; returns the decimal digits.
+    static string LexRadixInteger(string source, ref int p, int line)
+    {
+        int start = p, radix = char.ToLowerInvariant(source[p + 1]) switch { 'x' => 16, 'o' => 8, _ => 2 };
+        static int Digit(char c) => char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiLetter(c) ? char.ToLowerInvariant(c) - 'a' + 10 : int.MaxValue;
+        long value = 0;
+        int digits = 0;
+        for (p += 2; p < source.Length && (source[p] == '_' || Digit(source[p]) < radix); p++)
+        {
+            if (source[p] == '_') continue;
+            try { value = checked(value * radix + Digit(source[p])); }
+            catch (OverflowException) { throw new JinjaException($"the integer literal at '{source[start..(p + 1)]}' does not fit in 64 bits", line); }
+            digits++;
+        }
+        if (digits == 0) throw new JinjaException($"'{source[start..p]}' is not a number", line);
+        return value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     // A Python string literal with its backslash escapes.
     static string LexString(string source, ref int p, LineCounter lines)
     {
@@ -204,7 +248,13 @@ internal static class JinjaLexer
                 case 'n': sb.Append('\n'); break;
                 case 't': sb.Append('\t'); break;
                 case 'r': sb.Append('\r'); break;
-                case '0': sb.Append('\0'); break;
+                case >= '0' and <= '7': // octal, up to three digits: '\0', '\101'
+                {
+                    int value = e - '0';
+                    for (int i = 0; i < 2 && p < source.Length && source[p] is >= '0' and <= '7'; i++) value = value * 8 + (source[p++] - '0');
+                    sb.Append((char)value);
+                    break;
+                }
                 case 'a': sb.Append('\a'); break;
                 case 'b': sb.Append('\b'); break;
                 case 'f': sb.Append('\f'); break;
@@ -214,7 +264,7 @@ internal static class JinjaLexer
                 case 'x': sb.Append(HexChar(source, ref p, 2, line)); break;
                 case 'u': sb.Append(HexChar(source, ref p, 4, line)); break;
                 case 'U': sb.Append(char.ConvertFromUtf32(int.Parse(HexDigits(source, ref p, 8, line), System.Globalization.NumberStyles.HexNumber))); break;
-                default: sb.Append('\\').Append(e); break; // Python keeps unknown escapes as they are
+                default: sb.Append('\\').Append(e); break; // Python keeps unknown escapes as they are (\N{name} is not supported)
             }
         }
     }

@@ -9,6 +9,8 @@ internal sealed record AttributeExpr(Expr Target, string Name, int Line) : Expr(
 internal sealed record ItemExpr(Expr Target, Expr Key, int Line) : Expr(Line);
 internal sealed record SliceExpr(Expr Target, Expr? Start, Expr? Stop, Expr? Step, int Line) : Expr(Line);
 internal sealed record Arguments(IReadOnlyList<Expr> Positional, IReadOnlyList<(string Name, Expr Value)> Named);
+/// <summary>One filter of a chain such as <c>trim | upper</c> in {% filter %} and {% set x | … %} blocks.</summary>
+internal sealed record FilterCall(string Name, Arguments Args, int Line);
 internal sealed record CallExpr(Expr Callee, Arguments Args, int Line) : Expr(Line);
 internal sealed record FilterExpr(Expr Input, string Name, Arguments Args, int Line) : Expr(Line);
 internal sealed record TestExpr(Expr Input, string Name, Arguments Args, bool Negated, int Line) : Expr(Line);
@@ -29,12 +31,19 @@ internal sealed record IfNode(IReadOnlyList<(Expr Condition, IReadOnlyList<Node>
 internal sealed record ForNode(IReadOnlyList<string> Targets, Expr Iterable, Expr? Condition, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else, int Line) : Node(Line);
 /// <summary>{% set a = … %}, {% set a, b = … %} or {% set ns.attr = … %}.</summary>
 internal sealed record SetNode(IReadOnlyList<string> Names, string? Attribute, Expr Value, int Line) : Node(Line);
-/// <summary>{% set name %}…{% endset %}: the rendered body becomes the variable.</summary>
-internal sealed record SetBlockNode(string Name, IReadOnlyList<Node> Body, int Line) : Node(Line);
-internal sealed record MacroNode(string Name, IReadOnlyList<string> Parameters, IReadOnlyList<Expr?> Defaults, IReadOnlyList<Node> Body, int Line) : Node(Line);
+/// <summary>{% set name %}…{% endset %} or {% set ns.attr | filter %}…{% endset %}: the rendered (filtered) body becomes the value.</summary>
+internal sealed record SetBlockNode(string Name, string? Attribute, IReadOnlyList<FilterCall> Filters, IReadOnlyList<Node> Body, int Line) : Node(Line);
+/// <summary>
+/// A macro. As in Jinja2, it takes extra positional arguments only if its body mentions <c>varargs</c>, and
+/// unknown keyword arguments only if it mentions <c>kwargs</c>; otherwise they are an error.
+/// </summary>
+internal sealed record MacroNode(string Name, IReadOnlyList<string> Parameters, IReadOnlyList<Expr?> Defaults, IReadOnlyList<Node> Body,
+    bool TakesVarargs, bool TakesKwargs, int Line) : Node(Line);
 internal sealed record BreakNode(int Line) : Node(Line);
 internal sealed record ContinueNode(int Line) : Node(Line);
+/// <summary>{% with a = …, b = … %}…{% endwith %}: names that exist only in the body.</summary>
+internal sealed record WithNode(IReadOnlyList<(string Name, Expr Value)> Assignments, IReadOnlyList<Node> Body, int Line) : Node(Line);
 /// <summary>transformers' {% generation %}…{% endgeneration %}: marks the text the assistant produces.</summary>
 internal sealed record GenerationNode(IReadOnlyList<Node> Body, int Line) : Node(Line);
-/// <summary>{% filter name %}…{% endfilter %}: the rendered body through a filter.</summary>
-internal sealed record FilterBlockNode(string Filter, Arguments Args, IReadOnlyList<Node> Body, int Line) : Node(Line);
+/// <summary>{% filter name | other %}…{% endfilter %}: the rendered body through the filters, in order.</summary>
+internal sealed record FilterBlockNode(IReadOnlyList<FilterCall> Filters, IReadOnlyList<Node> Body, int Line) : Node(Line);

@@ -13,13 +13,44 @@ internal sealed class JinjaParser
     readonly List<Token> _tokens;
     int _pos;
 
+    // Jinja2 rejects an unknown filter or test when it compiles the template, except inside an if statement or a
+    // conditional expression (its "soft" frames), where it is an error only if that code runs. _soft counts the
+    // soft contexts we are in (a for, macro, filter or set block inside one is hard again); unknown names found
+    // in hard contexts wait in _unknownNames until the end, since "x | f if c" is only known to be soft at "if".
+    int _soft;
+    readonly List<JinjaException> _unknownNames = [];
+
+    // Whether we are in a for loop's body, where break and continue may go (a macro's body is not, even in a loop).
+    bool _inLoop;
+
+    // The names each macro being parsed mentions, to know whether it takes varargs / kwargs.
+    readonly List<HashSet<string>> _macroNames = [];
+
     JinjaParser(List<Token> tokens) => _tokens = tokens;
 
     public static IReadOnlyList<Node> Parse(string source)
     {
         var parser = new JinjaParser(JinjaLexer.Tokenize(source));
         var body = parser.ParseBody([], out _);
+        if (parser._unknownNames.Count > 0) throw parser._unknownNames[0];
         return body;
+    }
+
+    // Runs parse with _soft set for soft (if statement, conditional expression) or reset for hard contexts, and
+    // with _inLoop set or cleared if inLoop says so.
+    T InContext<T>(bool soft, Func<T> parse, bool? inLoop = null)
+    {
+        var (savedSoft, savedInLoop) = (_soft, _inLoop);
+        _soft = soft ? _soft + 1 : 0;
+        _inLoop = inLoop ?? _inLoop;
+        try { return parse(); }
+        finally { (_soft, _inLoop) = (savedSoft, savedInLoop); }
+    }
+
+    void CheckKnown(string name, bool filter, int line)
+    {
+        if ((filter ? JinjaFilters.FilterNames : JinjaFilters.TestNames).Contains(name) || _soft > 0) return;
+        _unknownNames.Add(new JinjaException($"unknown {(filter ? "filter" : "test")} '{name}'", line));
     }
 
     Token Current => _tokens[_pos];
@@ -88,7 +119,7 @@ internal sealed class JinjaParser
                     break;
                 case TokenKind.VariableBegin:
                     _pos++;
-                    var value = ParseExpression();
+                    var value = ParseTuple(); // {{ a, b }} prints the tuple
                     if (Current.Kind != TokenKind.VariableEnd) throw Error($"expected '}}}}', got {Describe(Current)}");
                     _pos++;
                     nodes.Add(new OutputNode(value, token.Line));
@@ -119,32 +150,37 @@ internal sealed class JinjaParser
             case "set": return ParseSet(line);
             case "macro": return ParseMacro(line);
             case "filter":
-            {
-                var (name, args) = ParseFilterCall();
-                ExpectBlockEnd();
-                var body = ParseBody(["endfilter"], out _);
-                ExpectBlockEnd();
-                return new FilterBlockNode(name, args, body, line);
-            }
+                return InContext(soft: false, () =>
+                {
+                    var filters = ParseFilterChain();
+                    ExpectBlockEnd();
+                    var body = ParseBody(["endfilter"], out _);
+                    ExpectBlockEnd();
+                    return new FilterBlockNode(filters, body, line);
+                });
             case "generation":
-            {
+                return InContext(soft: false, inLoop: false, parse: () => // transformers makes it a call block: its body is a macro's
+                {
+                    ExpectBlockEnd();
+                    var body = ParseBody(["endgeneration"], out _);
+                    ExpectBlockEnd();
+                    return new GenerationNode(body, line);
+                });
+            case "with":
+                return ParseWith(line);
+            case "break" or "continue":
+                // Jinja compiles these to Python's break / continue: outside a loop the template does not compile.
+                if (!_inLoop) throw new JinjaException($"'{keyword}' outside a for loop", line);
                 ExpectBlockEnd();
-                var body = ParseBody(["endgeneration"], out _);
-                ExpectBlockEnd();
-                return new GenerationNode(body, line);
-            }
-            case "break":
-                ExpectBlockEnd();
-                return new BreakNode(line);
-            case "continue":
-                ExpectBlockEnd();
-                return new ContinueNode(line);
+                return keyword == "break" ? new BreakNode(line) : new ContinueNode(line);
             default:
                 throw new JinjaException($"unknown tag '{keyword}'", line);
         }
     }
 
-    IfNode ParseIf(int line)
+    IfNode ParseIf(int line) => InContext(soft: true, () => ParseIfBranches(line));
+
+    IfNode ParseIfBranches(int line)
     {
         var branches = new List<(Expr, IReadOnlyList<Node>)>();
         IReadOnlyList<Node> elseBody = [];
@@ -171,51 +207,70 @@ internal sealed class JinjaParser
 
     ForNode ParseFor(int line)
     {
+        bool parenthesised = SkipOperator("("); // for (k, v) in …
         var targets = new List<string> { ExpectName() };
         while (SkipOperator(",")) targets.Add(ExpectName());
+        if (parenthesised) ExpectOperator(")");
         if (!SkipName("in")) throw Error($"expected 'in' in the for loop, got {Describe(Current)}");
         var iterable = ParseConditional(allowConditional: false);
-        Expr? condition = SkipName("if") ? ParseExpression() : null;
-        SkipName("recursive");
-        ExpectBlockEnd();
-        var body = ParseBody(["else", "endfor"], out var endedBy);
-        IReadOnlyList<Node> elseBody = [];
-        if (endedBy == "else")
+        return InContext(soft: false, () =>
         {
+            Expr? condition = SkipName("if") ? ParseExpression() : null;
+            SkipName("recursive");
             ExpectBlockEnd();
-            elseBody = ParseBody(["endfor"], out _);
-        }
-        ExpectBlockEnd();
-        return new ForNode(targets, iterable, condition, body, elseBody, line);
+            string? endedBy = null;
+            var body = InContext(soft: false, inLoop: true, parse: () => ParseBody(["else", "endfor"], out endedBy));
+            IReadOnlyList<Node> elseBody = [];
+            if (endedBy == "else") // runs after the loop, so a break there belongs to an outer loop
+            {
+                ExpectBlockEnd();
+                elseBody = ParseBody(["endfor"], out _);
+            }
+            ExpectBlockEnd();
+            return new ForNode(targets, iterable, condition, body, elseBody, line);
+        });
     }
 
+    // {% with a = 1, b = x %}…{% endwith %}: the values are read outside, the names exist only inside.
+    WithNode ParseWith(int line)
+    {
+        var assignments = new List<(string, Expr)>();
+        while (Current.Kind != TokenKind.BlockEnd)
+        {
+            if (assignments.Count > 0) ExpectOperator(",");
+            string name = ExpectName();
+            ExpectOperator("=");
+            assignments.Add((name, ParseExpression()));
+        }
+        ExpectBlockEnd();
+        var body = ParseBody(["endwith"], out _);
+        ExpectBlockEnd();
+        return new WithNode(assignments, body, line);
+    }
+
+    // {% set a = … %}, {% set a, b = … %}, {% set ns.attr = … %}, or a block: {% set a %}…{% endset %},
+    // {% set ns.attr | filter %}…{% endset %}.
     Node ParseSet(int line)
     {
-        string name = ExpectName();
-        if (SkipOperator("."))
-        {
-            string attribute = ExpectName();
-            ExpectOperator("=");
-            var value = ParseExpression();
-            ExpectBlockEnd();
-            return new SetNode([name], attribute, value, line);
-        }
-        var names = new List<string> { name };
-        while (SkipOperator(",")) names.Add(ExpectName());
-        if (names.Count == 1 && Current.Kind == TokenKind.BlockEnd)
-        {
-            _pos++;
-            var body = ParseBody(["endset"], out _);
-            ExpectBlockEnd();
-            return new SetBlockNode(name, body, line);
-        }
+        var names = new List<string> { ExpectName() };
+        string? attribute = SkipOperator(".") ? ExpectName() : null;
+        while (attribute is null && SkipOperator(",")) names.Add(ExpectName());
+        if (names.Count == 1 && (Current.Kind == TokenKind.BlockEnd || IsOperator("|")))
+            return InContext(soft: false, () =>
+            {
+                IReadOnlyList<FilterCall> filters = SkipOperator("|") ? ParseFilterChain() : [];
+                ExpectBlockEnd();
+                var body = ParseBody(["endset"], out _);
+                ExpectBlockEnd();
+                return new SetBlockNode(names[0], attribute, filters, body, line);
+            });
         ExpectOperator("=");
-        var expr = ParseTuple();
+        var value = ParseTuple();
         ExpectBlockEnd();
-        return new SetNode(names, null, expr, line);
+        return new SetNode(names, attribute, value, line);
     }
 
-    MacroNode ParseMacro(int line)
+    MacroNode ParseMacro(int line) => InContext(soft: false, inLoop: false, parse: () =>
     {
         string name = ExpectName();
         var parameters = new List<string>();
@@ -229,10 +284,13 @@ internal sealed class JinjaParser
             defaults.Add(SkipOperator("=") ? ParseExpression() : null);
         }
         ExpectBlockEnd();
+        var mentioned = new HashSet<string>(StringComparer.Ordinal);
+        _macroNames.Add(mentioned);
         var body = ParseBody(["endmacro"], out _);
+        _macroNames.RemoveAt(_macroNames.Count - 1);
         ExpectBlockEnd();
-        return new MacroNode(name, parameters, defaults, body, line);
-    }
+        return new MacroNode(name, parameters, defaults, body, mentioned.Contains("varargs"), mentioned.Contains("kwargs"), line);
+    });
 
     // a, b, c without brackets is a tuple (in {% set %} and for parenthesised groups).
     Expr ParseTuple()
@@ -253,12 +311,14 @@ internal sealed class JinjaParser
 
     Expr ParseConditional(bool allowConditional)
     {
+        int unknownBefore = _unknownNames.Count;
         var expr = ParseOr();
         while (allowConditional && IsName("if"))
         {
+            // All of "a if c else b" is soft, "a" included (see _soft).
+            if (_soft == 0) _unknownNames.RemoveRange(unknownBefore, _unknownNames.Count - unknownBefore);
             int line = Next().Line;
-            var condition = ParseOr();
-            Expr? otherwise = SkipName("else") ? ParseConditional(true) : null;
+            var (condition, otherwise) = InContext(soft: true, () => (ParseOr(), SkipName("else") ? ParseConditional(true) : null));
             expr = new ConditionalExpr(condition, expr, otherwise, line);
         }
         return expr;
@@ -384,7 +444,7 @@ internal sealed class JinjaParser
                     "true" or "True" => new LiteralExpr(true, token.Line),
                     "false" or "False" => new LiteralExpr(false, token.Line),
                     "none" or "None" => new LiteralExpr(null, token.Line),
-                    _ => new NameExpr(token.Value, token.Line),
+                    _ => Mention(new NameExpr(token.Value, token.Line)),
                 };
             case TokenKind.String:
             {
@@ -393,7 +453,8 @@ internal sealed class JinjaParser
                 return new LiteralExpr(value, token.Line);
             }
             case TokenKind.Integer:
-                return new LiteralExpr(long.Parse(token.Value, CultureInfo.InvariantCulture), token.Line);
+                return long.TryParse(token.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long integer) ? new LiteralExpr(integer, token.Line)
+                    : throw new JinjaException($"the integer {token.Value} does not fit in 64 bits", token.Line);
             case TokenKind.Float:
                 return new LiteralExpr(double.Parse(token.Value, CultureInfo.InvariantCulture), token.Line);
             case TokenKind.Operator when token.Value == "(":
@@ -452,7 +513,15 @@ internal sealed class JinjaParser
     Expr ParseSubscript(Expr target, int line)
     {
         Expr? start = null, stop = null, step = null;
+        if (SkipOperator("]")) return new ItemExpr(target, new ListExpr([], line, IsTuple: true), line); // x[]: the empty tuple
         if (!IsOperator(":")) start = ParseExpression();
+        if (start is not null && IsOperator(",")) // x[a, b]: the key is a tuple
+        {
+            var items = new List<Expr> { start };
+            while (SkipOperator(",") && !IsOperator("]")) items.Add(ParseExpression());
+            ExpectOperator("]");
+            return new ItemExpr(target, new ListExpr(items, line, IsTuple: true), line);
+        }
         if (!SkipOperator(":"))
         {
             ExpectOperator("]");
@@ -491,14 +560,28 @@ internal sealed class JinjaParser
         return new Arguments(positional, named);
     }
 
-    (string Name, Arguments Args) ParseFilterCall()
+    NameExpr Mention(NameExpr name)
+    {
+        foreach (var names in _macroNames) names.Add(name.Name);
+        return name;
+    }
+
+    FilterCall ParseFilterCall()
     {
         int line = Current.Line;
         string name = ExpectName();
         while (SkipOperator(".")) name += "." + ExpectName();
-        if (!JinjaBuiltins.FilterNames.Contains(name)) throw new JinjaException($"unknown filter '{name}'", line);
+        CheckKnown(name, filter: true, line);
         var args = IsOperator("(") ? ParseArguments() : new Arguments([], []);
-        return (name, args);
+        return new FilterCall(name, args, line);
+    }
+
+    // name(args) | name | …: the filters of a {% filter %} or {% set x | … %} block.
+    List<FilterCall> ParseFilterChain()
+    {
+        var filters = new List<FilterCall> { ParseFilterCall() };
+        while (SkipOperator("|")) filters.Add(ParseFilterCall());
+        return filters;
     }
 
     Expr ParseFilters(Expr expr)
@@ -508,20 +591,24 @@ internal sealed class JinjaParser
             int line = Current.Line;
             if (SkipOperator("|"))
             {
-                var (name, args) = ParseFilterCall();
-                expr = new FilterExpr(expr, name, args, line);
+                var filter = ParseFilterCall();
+                expr = new FilterExpr(expr, filter.Name, filter.Args, line);
             }
             else if (SkipName("is"))
             {
                 bool negated = SkipName("not");
                 string name = ExpectName();
-                if (!JinjaBuiltins.TestNames.Contains(name)) throw new JinjaException($"unknown test '{name}'", line);
+                CheckKnown(name, filter: false, line);
                 Arguments args;
                 if (IsOperator("(")) args = ParseArguments();
-                // "x is divisibleby 3", "x is sameas none": one argument without brackets.
-                else if (Current.Kind is TokenKind.Name or TokenKind.String or TokenKind.Integer or TokenKind.Float
-                         && !(Current.Kind == TokenKind.Name && Current.Value is "and" or "or" or "else" or "if" or "in" or "is" or "not"))
+                // "x is divisibleby 3", "x is sameas none", "x is in [1, 2]": one argument without brackets. As in
+                // Jinja, any name but and / or / else starts one ("x is defined if c" is an error), and "is" is.
+                else if ((Current.Kind is TokenKind.Name or TokenKind.String or TokenKind.Integer or TokenKind.Float || IsOperator("[") || IsOperator("{"))
+                         && !(Current.Kind == TokenKind.Name && Current.Value is "and" or "or" or "else"))
+                {
+                    if (IsName("is")) throw Error("tests cannot be chained with 'is'");
                     args = new Arguments([ParsePostfix(ParsePrimary())], []);
+                }
                 else args = new Arguments([], []);
                 expr = new TestExpr(expr, name, args, negated, line);
             }

@@ -26,41 +26,70 @@ internal sealed class JinjaRenderer
         }
     }
 
-    /// <summary>The attributes of <c>loop</c> inside a for loop.</summary>
-    internal sealed class LoopContext(List<object?> items, int index)
+    /// <summary>
+    /// The attributes of <c>loop</c> inside a for loop. One object per loop whose index moves on, as in Jinja2
+    /// (so <c>{% set outer = loop %}</c> follows the outer loop, and <c>loop.changed</c> remembers its last value).
+    /// </summary>
+    internal sealed class LoopContext(List<object?> items)
     {
+        /// <summary>The current iteration, from 0.</summary>
+        public int Index;
+        JinjaTuple? lastChanged;
+
         public object? Get(string name) => name switch
         {
-            "index" => (long)index + 1,
-            "index0" => (long)index,
-            "revindex" => (long)(items.Count - index),
-            "revindex0" => (long)(items.Count - index - 1),
-            "first" => index == 0,
-            "last" => index == items.Count - 1,
+            "index" => (long)Index + 1,
+            "index0" => (long)Index,
+            "revindex" => (long)(items.Count - Index),
+            "revindex0" => (long)(items.Count - Index - 1),
+            "first" => Index == 0,
+            "last" => Index == items.Count - 1,
             "length" => (long)items.Count,
-            "previtem" => index > 0 ? items[index - 1] : new Undefined("there is no previous item"),
-            "nextitem" => index + 1 < items.Count ? items[index + 1] : new Undefined("there is no next item"),
+            "previtem" => Index > 0 ? items[Index - 1] : new Undefined("there is no previous item"),
+            "nextitem" => Index + 1 < items.Count ? items[Index + 1] : new Undefined("there is no next item"),
             "depth" => 1L,
             "depth0" => 0L,
             "cycle" => new JinjaFunction("loop.cycle", (args, _) =>
-                args.Count == 0 ? throw new JinjaException("loop.cycle() needs at least one value", 0) : args[index % args.Count]),
+                args.Count == 0 ? throw new JinjaException("loop.cycle() needs at least one value", 0) : args[Index % args.Count]),
+            "changed" => new JinjaFunction("loop.changed", (args, _) =>
+            {
+                var value = new JinjaTuple(args);
+                if (lastChanged is not null && AreEqual(lastChanged, value)) return false;
+                lastChanged = value;
+                return true;
+            }),
             _ => new Undefined($"the loop has no attribute '{name}'"),
         };
     }
 
     readonly StringBuilder _root = new();
     readonly List<(int Start, int End)> _generationSpans = [];
+    readonly IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> _unsetAtStart;
 
-    public static (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) Render(IReadOnlyList<Node> body, IReadOnlyDictionary<string, object?> variables)
+    JinjaRenderer(IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> unsetAtStart) => _unsetAtStart = unsetAtStart;
+
+    /// <param name="unsetAtStart">The names each frame starts without, from <see cref="JinjaScopes.UnsetAtStart"/>.</param>
+    public static (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) Render(IReadOnlyList<Node> body,
+        IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> unsetAtStart, IReadOnlyDictionary<string, object?> variables)
     {
-        var renderer = new JinjaRenderer();
+        var renderer = new JinjaRenderer(unsetAtStart);
         var globals = new Scope(null);
         foreach (var (name, value) in JinjaBuiltins.Globals) globals.Variables[name] = value;
         foreach (var (name, value) in variables) globals.Variables[name] = value;
-        var top = new Scope(globals);
+        var top = renderer.Frame(globals, body);
         if (renderer.RenderNodes(body, renderer._root, top) != Flow.Normal)
             throw new JinjaException("'break' or 'continue' outside a for loop", 0);
         return (renderer._root.ToString(), renderer._generationSpans);
+    }
+
+    // A new scope for a frame (the template, a loop body, a macro, a block), holding the names the frame owns
+    // from its start as undefined (see JinjaScopes), so that they hide the same names outside.
+    Scope Frame(Scope parent, IReadOnlyList<Node> body)
+    {
+        var scope = new Scope(parent);
+        if (_unsetAtStart.TryGetValue(body, out var names))
+            foreach (var name in names) scope.Variables[name] = new Undefined($"'{name}' is undefined");
+        return scope;
     }
 
     Flow RenderNodes(IReadOnlyList<Node> nodes, StringBuilder output, Scope scope)
@@ -88,16 +117,25 @@ internal sealed class JinjaRenderer
                     if (IsTrue(Evaluate(condition, scope))) return RenderNodes(body, output, scope);
                 return RenderNodes(ifNode.Else, output, scope);
             case ForNode forNode:
-                RenderFor(forNode, output, scope);
-                return Flow.Normal;
+                return RenderFor(forNode, output, scope);
+            case WithNode with:
+            {
+                var values = with.Assignments.Select(a => Evaluate(a.Value, scope)).ToList();
+                var inner = Frame(scope, with.Body);
+                for (int i = 0; i < values.Count; i++) inner.Variables[with.Assignments[i].Name] = values[i];
+                return RenderNodes(with.Body, output, inner);
+            }
             case SetNode set:
-                Assign(set, Evaluate(set.Value, scope), scope);
+                Assign(set.Names, set.Attribute, Evaluate(set.Value, scope), scope, set.Line);
                 return Flow.Normal;
+            // A set or filter block's body renders on the side. A break or continue in it (in a loop) leaves the
+            // block at once, as Jinja's Python code does: nothing is assigned or written.
             case SetBlockNode setBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(setBlock.Body, captured, scope);
-                scope.Variables[setBlock.Name] = captured.ToString();
+                var flow = RenderNodes(setBlock.Body, captured, Frame(scope, setBlock.Body)); // the block's own sets stay inside it
+                if (flow != Flow.Normal) return flow;
+                Assign([setBlock.Name], setBlock.Attribute, ApplyFilters(setBlock.Filters, captured.ToString(), scope), scope, setBlock.Line);
                 return Flow.Normal;
             }
             case MacroNode macro:
@@ -106,15 +144,16 @@ internal sealed class JinjaRenderer
             case FilterBlockNode filterBlock:
             {
                 var captured = new StringBuilder();
-                RenderNodes(filterBlock.Body, captured, scope);
-                var (args, kwargs) = EvaluateArguments(filterBlock.Args, scope);
-                output.Append(ToStr(JinjaBuiltins.Filter(filterBlock.Filter, captured.ToString(), args, kwargs, filterBlock.Line)));
+                var flow = RenderNodes(filterBlock.Body, captured, Frame(scope, filterBlock.Body));
+                if (flow != Flow.Normal) return flow;
+                output.Append(ToStr(ApplyFilters(filterBlock.Filters, captured.ToString(), scope)));
                 return Flow.Normal;
             }
             case GenerationNode generation:
             {
+                // transformers renders the body as a call block's caller: a macro, so its sets stay inside it.
                 int start = output.Length;
-                var flow = RenderNodes(generation.Body, output, scope);
+                var flow = RenderNodes(generation.Body, output, Frame(scope, generation.Body));
                 if (ReferenceEquals(output, _root) && output.Length > start) _generationSpans.Add((start, output.Length));
                 return flow;
             }
@@ -127,7 +166,8 @@ internal sealed class JinjaRenderer
         }
     }
 
-    void RenderFor(ForNode node, StringBuilder output, Scope scope)
+    // The loop's own break and continue end here; one in the else block belongs to an enclosing loop.
+    Flow RenderFor(ForNode node, StringBuilder output, Scope scope)
     {
         var items = Iterate(Evaluate(node.Iterable, scope), node.Line);
         if (node.Condition is not null)
@@ -142,18 +182,21 @@ internal sealed class JinjaRenderer
             items = kept;
         }
         else items = [.. items]; // a snapshot: the body cannot change what is iterated
-        if (items.Count == 0)
-        {
-            RenderNodes(node.Else, output, scope);
-            return;
-        }
+        // Jinja runs the else block unless some iteration reached the end of the body: with no items, and also
+        // when every iteration ended in break or continue (its code marks an iteration done at the body's end).
+        bool completed = false;
+        var loop = new LoopContext(items);
         for (int i = 0; i < items.Count; i++)
         {
-            var iteration = new Scope(scope);
+            var iteration = Frame(scope, node.Body);
             Bind(node.Targets, items[i], iteration, node.Line);
-            iteration.Variables["loop"] = new LoopContext(items, i);
-            if (RenderNodes(node.Body, output, iteration) == Flow.Break) break;
+            loop.Index = i;
+            iteration.Variables["loop"] = loop;
+            var flow = RenderNodes(node.Body, output, iteration);
+            completed |= flow == Flow.Normal;
+            if (flow == Flow.Break) break;
         }
+        return completed ? Flow.Normal : RenderNodes(node.Else, output, Frame(scope, node.Else));
     }
 
     static void Bind(IReadOnlyList<string> targets, object? value, Scope scope, int line)
@@ -169,34 +212,53 @@ internal sealed class JinjaRenderer
         for (int i = 0; i < targets.Count; i++) scope.Variables[targets[i]] = parts[i];
     }
 
-    void Assign(SetNode set, object? value, Scope scope)
+    static void Assign(IReadOnlyList<string> names, string? attribute, object? value, Scope scope, int line)
     {
-        if (set.Attribute is not null)
+        if (attribute is not null)
         {
-            if (!scope.TryGet(set.Names[0], out var target) || target is not JinjaNamespace ns)
-                throw new JinjaException($"'{set.Names[0]}' is not a namespace: only namespace() objects take {{% set {set.Names[0]}.{set.Attribute} = … %}}", set.Line);
-            ns.Attributes[set.Attribute] = value;
+            if (!scope.TryGet(names[0], out var target) || target is not JinjaNamespace ns)
+                throw new JinjaException($"'{names[0]}' is not a namespace: only namespace() objects take {{% set {names[0]}.{attribute} = … %}}", line);
+            ns.Attributes[attribute] = value;
             return;
         }
-        Bind(set.Names, value, scope, set.Line);
+        Bind(names, value, scope, line);
     }
 
+    // Jinja2's macro call: positional then keyword arguments fill the parameters, defaults (which may use the
+    // parameters before them) the rest; extra arguments go to varargs / kwargs if the body uses them, else fail.
     JinjaFunction MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
-        var scope = new Scope(definedIn);
-        if (args.Count > macro.Parameters.Count)
+        var scope = Frame(definedIn, macro.Body);
+        if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
             throw new JinjaException($"macro '{macro.Name}' takes {macro.Parameters.Count} arguments, got {args.Count}", macro.Line);
         for (int i = 0; i < macro.Parameters.Count; i++)
         {
             string name = macro.Parameters[i];
+            if (i < args.Count && kwargs.ContainsKey(name))
+                throw new JinjaException($"macro '{macro.Name}' got multiple values for the argument '{name}'", macro.Line);
             if (i < args.Count) scope.Variables[name] = args[i];
             else if (kwargs.TryGetValue(name, out var v)) scope.Variables[name] = v;
             else scope.Variables[name] = macro.Defaults[i] is { } d ? Evaluate(d, scope) : new Undefined($"'{name}' is undefined");
         }
+        var extra = ToDict(kwargs.Where(p => !macro.Parameters.Contains(p.Key)).Select(p => (p.Key, p.Value)));
+        if (extra.Count > 0 && !macro.TakesKwargs)
+            throw new JinjaException($"macro '{macro.Name}' takes no keyword argument '{extra.Keys.First()}'", macro.Line);
+        if (macro.TakesVarargs) scope.Variables["varargs"] = new JinjaTuple(args.Skip(macro.Parameters.Count));
+        if (macro.TakesKwargs) scope.Variables["kwargs"] = extra;
         var output = new StringBuilder();
         RenderNodes(macro.Body, output, scope);
         return output.ToString();
     });
+
+    object? ApplyFilters(IReadOnlyList<FilterCall> filters, object? value, Scope scope)
+    {
+        foreach (var filter in filters)
+        {
+            var (args, kwargs) = EvaluateArguments(filter.Args, scope);
+            value = JinjaFilters.Filter(filter.Name, value, args, kwargs, filter.Line);
+        }
+        return value;
+    }
 
     (List<object?> Args, Dictionary<string, object?> Kwargs) EvaluateArguments(Arguments arguments, Scope scope)
     {
@@ -235,13 +297,13 @@ internal sealed class JinjaRenderer
             {
                 var input = Evaluate(filter.Input, scope);
                 var (args, kwargs) = EvaluateArguments(filter.Args, scope);
-                return JinjaBuiltins.Filter(filter.Name, input, args, kwargs, filter.Line);
+                return JinjaFilters.Filter(filter.Name, input, args, kwargs, filter.Line);
             }
             case TestExpr test:
             {
                 var input = Evaluate(test.Input, scope);
                 var (args, _) = EvaluateArguments(test.Args, scope);
-                return JinjaBuiltins.Test(test.Name, input, args, test.Line) != test.Negated;
+                return JinjaFilters.Test(test.Name, input, args, test.Line) != test.Negated;
             }
             case UnaryExpr unary:
             {
@@ -251,7 +313,7 @@ internal sealed class JinjaRenderer
                     "not" => !IsTrue(operand),
                     "-" => operand switch
                     {
-                        long l => (object)(-l),
+                        long l => l != long.MinValue ? (object)(-l) : throw new JinjaException("integer overflow in unary -", unary.Line),
                         double d => -d,
                         bool b => b ? -1L : 0L,
                         _ => throw new JinjaException($"bad operand type for unary -: '{TypeName(operand)}'", unary.Line),

@@ -11,10 +11,12 @@ namespace PeftSharp.Jinja;
 public sealed class JinjaTemplate
 {
     readonly IReadOnlyList<Node> _body;
+    readonly IReadOnlyDictionary<IReadOnlyList<Node>, HashSet<string>> _unsetAtStart;
 
     JinjaTemplate(IReadOnlyList<Node> body, bool hasGenerationBlocks)
     {
         _body = body;
+        _unsetAtStart = JinjaScopes.UnsetAtStart(body);
         HasGenerationBlocks = hasGenerationBlocks;
     }
 
@@ -37,7 +39,7 @@ public sealed class JinjaTemplate
     public (string Text, IReadOnlyList<(int Start, int End)> GenerationSpans) RenderWithGenerationSpans(IReadOnlyDictionary<string, object?> variables)
     {
         ArgumentNullException.ThrowIfNull(variables);
-        return JinjaRenderer.Render(_body, variables);
+        return JinjaRenderer.Render(_body, _unsetAtStart, variables);
     }
 
     static bool ContainsGeneration(IEnumerable<Node> nodes) => nodes.Any(n => n switch

@@ -83,7 +83,7 @@ public static class JinjaValues
     public static string Repr(object? value) => value switch
     {
         null => "None",
-        Undefined => "",
+        Undefined => "Undefined", // as an item of a printed list: [Undefined]
         bool b => b ? "True" : "False",
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => FloatRepr(d),
@@ -91,7 +91,7 @@ public static class JinjaValues
         JinjaTuple tuple => "(" + string.Join(", ", tuple.Select(Repr)) + (tuple.Count == 1 ? ",)" : ")"),
         List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
         OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => StringRepr(p.Key) + ": " + Repr(p.Value))) + "}",
-        JinjaNamespace ns => "<Namespace " + string.Join(", ", ns.Attributes.Select(p => p.Key + "=" + Repr(p.Value))) + ">",
+        JinjaNamespace ns => "<Namespace " + Repr(ToDict(ns.Attributes.Select(p => (p.Key, p.Value)))) + ">",
         JinjaFunction f => $"<function {f.Name}>",
         _ => value.ToString() ?? "",
     };
@@ -144,19 +144,22 @@ public static class JinjaValues
     }
 
     /// <summary>
-    /// Python's <c>json.dumps(value, ensure_ascii=False, indent=indent, separators=…, sort_keys=…)</c>, which is
+    /// Python's <c>json.dumps(value, ensure_ascii=…, indent=indent, separators=…, sort_keys=…)</c>, which is
     /// transformers' <c>tojson</c> filter for chat templates (Jinja's own escapes HTML characters; transformers' does not).
+    /// <paramref name="indent"/> is the text one level indents by (json.dumps' indent=2 is "  "), or null for one line.
     /// </summary>
-    public static string ToJson(object? value, int? indent = null, string? itemSeparator = null, string? keySeparator = null, bool sortKeys = false)
+    public static string ToJson(object? value, string? indent = null, string? itemSeparator = null, string? keySeparator = null,
+        bool sortKeys = false, bool ensureAscii = false)
     {
         var sb = new StringBuilder();
-        itemSeparator ??= indent is null ? ", " : ",";
-        keySeparator ??= ": ";
-        WriteJson(sb, value, indent, 0, itemSeparator, keySeparator, sortKeys);
+        var options = new JsonOptions(indent, itemSeparator ?? (indent is null ? ", " : ","), keySeparator ?? ": ", sortKeys, ensureAscii);
+        WriteJson(sb, value, options, 0);
         return sb.ToString();
     }
 
-    static void WriteJson(StringBuilder sb, object? value, int? indent, int level, string itemSep, string keySep, bool sortKeys)
+    sealed record JsonOptions(string? Indent, string ItemSeparator, string KeySeparator, bool SortKeys, bool EnsureAscii);
+
+    static void WriteJson(StringBuilder sb, object? value, JsonOptions options, int level)
     {
         switch (value)
         {
@@ -164,42 +167,42 @@ public static class JinjaValues
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
-            case string s: WriteJsonString(sb, s); break;
+            case string s: WriteJsonString(sb, s, options.EnsureAscii); break;
             case List<object?> list:
-                WriteJsonContainer(sb, '[', ']', list.Count, indent, level, itemSep, i => WriteJson(sb, list[i], indent, level + 1, itemSep, keySep, sortKeys));
+                WriteJsonContainer(sb, '[', ']', list.Count, options, level, i => WriteJson(sb, list[i], options, level + 1));
                 break;
             case OrderedDictionary<string, object?> dict:
             {
-                var pairs = sortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
-                WriteJsonContainer(sb, '{', '}', pairs.Count, indent, level, itemSep, i =>
+                var pairs = options.SortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
+                WriteJsonContainer(sb, '{', '}', pairs.Count, options, level, i =>
                 {
-                    WriteJsonString(sb, pairs[i].Key);
-                    sb.Append(keySep);
-                    WriteJson(sb, pairs[i].Value, indent, level + 1, itemSep, keySep, sortKeys);
+                    WriteJsonString(sb, pairs[i].Key, options.EnsureAscii);
+                    sb.Append(options.KeySeparator);
+                    WriteJson(sb, pairs[i].Value, options, level + 1);
                 });
                 break;
             }
-            case JinjaNamespace ns: WriteJson(sb, ToDict(ns.Attributes.Select(p => (p.Key, p.Value))), indent, level, itemSep, keySep, sortKeys); break;
             case Undefined u: throw new JinjaException($"{u.Hint}: an undefined value cannot be written as JSON", 0);
             default: throw new JinjaException($"a {TypeName(value)} cannot be written as JSON", 0);
         }
     }
 
-    static void WriteJsonContainer(StringBuilder sb, char open, char close, int count, int? indent, int level, string itemSep, Action<int> writeItem)
+    static void WriteJsonContainer(StringBuilder sb, char open, char close, int count, JsonOptions options, int level, Action<int> writeItem)
     {
         sb.Append(open);
         if (count == 0) { sb.Append(close); return; }
         for (int i = 0; i < count; i++)
         {
-            if (i > 0) sb.Append(itemSep);
-            if (indent is int n) sb.Append('\n').Append(' ', n * (level + 1));
+            if (i > 0) sb.Append(options.ItemSeparator);
+            if (options.Indent is { } indent) sb.Append('\n').Insert(sb.Length, indent, level + 1);
             writeItem(i);
         }
-        if (indent is int m) sb.Append('\n').Append(' ', m * level);
+        if (options.Indent is { } outer) sb.Append('\n').Insert(sb.Length, outer, level);
         sb.Append(close);
     }
 
-    static void WriteJsonString(StringBuilder sb, string s)
+    // ensure_ascii writes every character from U+007F up as \uXXXX (UTF-16 units, so a surrogate pair is two).
+    static void WriteJsonString(StringBuilder sb, string s, bool ensureAscii)
     {
         sb.Append('"');
         foreach (char c in s)
@@ -214,7 +217,7 @@ public static class JinjaValues
                 case '\b': sb.Append("\\b"); break;
                 case '\f': sb.Append("\\f"); break;
                 default:
-                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    if (c < 0x20 || (ensureAscii && c > 0x7e)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else sb.Append(c);
                     break;
             }
@@ -222,31 +225,41 @@ public static class JinjaValues
         sb.Append('"');
     }
 
-    /// <summary>Python's <c>==</c>: 1 == 1.0 == True, lists and dicts by content.</summary>
+    /// <summary>Python's <c>==</c>: 1 == 1.0 == True, lists and dicts by content, a tuple never equal to a list.</summary>
     public static bool AreEqual(object? a, object? b)
     {
         if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
         if (a is null || b is null) return a is null && b is null;
         if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a) == ToDouble(b) : ToLong(a) == ToLong(b);
         if (a is string sa && b is string sb) return sa == sb;
-        if (a is List<object?> la && b is List<object?> lb) return la.Count == lb.Count && la.Zip(lb).All(p => AreEqual(p.First, p.Second));
+        if (a is List<object?> la && b is List<object?> lb)
+            return (a is JinjaTuple) == (b is JinjaTuple) && la.Count == lb.Count && la.Zip(lb).All(p => AreEqual(p.First, p.Second));
         if (a is OrderedDictionary<string, object?> da && b is OrderedDictionary<string, object?> db)
             return da.Count == db.Count && da.All(p => db.TryGetValue(p.Key, out var v) && AreEqual(p.Value, v));
         return ReferenceEquals(a, b);
     }
 
-    /// <summary>Python's ordering for numbers, strings (by code point) and lists.</summary>
+    /// <summary>Python's ordering for numbers, strings (by code point), lists and tuples.</summary>
     public static int Compare(object? a, object? b, int line)
     {
         if (IsNumber(a) && IsNumber(b)) return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
-        if (a is string sa && b is string sb) return string.CompareOrdinal(sa, sb);
-        if (a is List<object?> la && b is List<object?> lb)
+        if (a is string sa && b is string sb) return CompareCodePoints(sa, sb);
+        if (a is List<object?> la && b is List<object?> lb && (a is JinjaTuple) == (b is JinjaTuple)) // a tuple and a list do not compare
         {
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
                 if (!AreEqual(la[i], lb[i])) return Compare(la[i], lb[i], line);
             return la.Count.CompareTo(lb.Count);
         }
         throw new JinjaException($"cannot compare a {TypeName(a)} with a {TypeName(b)}", line);
+    }
+
+    // Python orders strings by code point; UTF-16 order differs only where a surrogate pair meets U+E000–U+FFFF.
+    static int CompareCodePoints(string a, string b)
+    {
+        int i = 0;
+        while (i < a.Length && i < b.Length && a[i] == b[i]) i++;
+        if (i == a.Length || i == b.Length) return a.Length.CompareTo(b.Length);
+        return Rune.GetRuneAt(a, char.IsLowSurrogate(a[i]) ? i - 1 : i).Value.CompareTo(Rune.GetRuneAt(b, char.IsLowSurrogate(b[i]) ? i - 1 : i).Value);
     }
 
     public static bool IsNumber(object? v) => v is long or double or bool;

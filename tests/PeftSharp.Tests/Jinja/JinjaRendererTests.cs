@@ -55,6 +55,23 @@ public class JinjaRendererTests
         Assert.StartsWith("line 4:", e.Message);
     }
 
+    [Theory]
+    [InlineData("{{ 2 ** 64 }}")]
+    [InlineData("{{ 9223372036854775807 + 1 }}")]
+    [InlineData("{{ -9223372036854775807 - 2 }}")]
+    [InlineData("{{ 4294967296 * 4294967296 }}")]
+    [InlineData("{{ (-9223372036854775807 - 1) | abs }}")]
+    [InlineData("{{ -(-9223372036854775807 - 1) }}")]
+    [InlineData("{{ 1e300 | int }}")]
+    [InlineData("{{ '99999999999999999999' | int }}")]
+    public void Integer_overflow_is_an_error_not_a_wrong_number(string template)
+    {
+        // Python's integers are unbounded; ours are 64-bit, and a wrapped-around result would be silently wrong.
+        var parsed = JinjaTemplate.Parse(template);
+        Assert.ThrowsAny<JinjaException>(() => parsed.Render(new Dictionary<string, object?>()));
+        Assert.ThrowsAny<JinjaException>(() => JinjaTemplate.Parse("{{ 9223372036854775808 }}"));
+    }
+
     [Fact]
     public void Generation_blocks_report_their_spans()
     {
