@@ -221,7 +221,7 @@ internal static class JinjaBuiltins
         if (op == "*" && (a is string || b is string || a is List<object?> || b is List<object?>) && (a is long or bool || b is long or bool))
         {
             // "ab" * 2, [1] * 2 (either way round; a bool counts as 0 or 1)
-            object sequence = a is long or bool ? b! : a;
+            object sequence = (a is long or bool ? b : a)!;
             long n = Math.Max(0, ToLong(a is long or bool ? a : b));
             if (n * (sequence is string s ? s.Length : ((List<object?>)sequence).Count) > 100_000_000)
                 throw new JinjaException("a repeated string or list would be too long", line);

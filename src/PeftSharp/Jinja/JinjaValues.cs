@@ -97,29 +97,8 @@ public static class JinjaValues
     };
 
     // Python's float repr: the shortest digits that round-trip, in exponent form below 1e-4 and from 1e16.
-    static string FloatRepr(double d)
-    {
-        if (double.IsNaN(d)) return "nan";
-        if (double.IsInfinity(d)) return d > 0 ? "inf" : "-inf";
-        string sign = d < 0 || (d == 0 && double.IsNegative(d)) ? "-" : "";
-        string r = Math.Abs(d).ToString("R", CultureInfo.InvariantCulture);
-        int e = r.IndexOf('E');
-        int exponent = e < 0 ? 0 : int.Parse(r[(e + 1)..], CultureInfo.InvariantCulture);
-        string mantissa = e < 0 ? r : r[..e];
-        int dot = mantissa.IndexOf('.');
-        string whole = dot < 0 ? mantissa : mantissa[..dot], all = whole + (dot < 0 ? "" : mantissa[(dot + 1)..]);
-        string digits = all.TrimStart('0');
-        int point = whole.Length + exponent - (all.Length - digits.Length); // digits before the decimal point
-        digits = digits.TrimEnd('0');
-        if (digits.Length == 0) return sign + "0.0";
-        int scientific = point - 1;
-        if (scientific < -4 || scientific >= 16)
-            return sign + digits[0] + (digits.Length > 1 ? "." + digits[1..] : "") + "e" + (scientific < 0 ? "-" : "+") +
-                   Math.Abs(scientific).ToString("00", CultureInfo.InvariantCulture);
-        if (point <= 0) return sign + "0." + new string('0', -point) + digits;
-        if (point >= digits.Length) return sign + digits + new string('0', point - digits.Length) + ".0";
-        return sign + digits[..point] + "." + digits[point..];
-    }
+    static string FloatRepr(double d) =>
+        double.IsNaN(d) ? "nan" : double.IsInfinity(d) ? (d > 0 ? "inf" : "-inf") : Peft.PythonJson.FloatRepr(d); // repr(float) is json.dumps' for finite values
 
     static string StringRepr(string s)
     {
