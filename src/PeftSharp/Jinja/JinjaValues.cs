@@ -146,7 +146,7 @@ public static class JinjaValues
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
-            case string s: WriteJsonString(sb, s, options.EnsureAscii); break;
+            case string s: Peft.PythonJson.WriteString(sb, s, options.EnsureAscii); break;
             case List<object?> list:
                 WriteJsonContainer(sb, '[', ']', list.Count, options, level, i => WriteJson(sb, list[i], options, level + 1));
                 break;
@@ -155,7 +155,7 @@ public static class JinjaValues
                 var pairs = options.SortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
                 WriteJsonContainer(sb, '{', '}', pairs.Count, options, level, i =>
                 {
-                    WriteJsonString(sb, pairs[i].Key, options.EnsureAscii);
+                    Peft.PythonJson.WriteString(sb, pairs[i].Key, options.EnsureAscii);
                     sb.Append(options.KeySeparator);
                     WriteJson(sb, pairs[i].Value, options, level + 1);
                 });
@@ -181,29 +181,6 @@ public static class JinjaValues
     }
 
     // ensure_ascii writes every character from U+007F up as \uXXXX (UTF-16 units, so a surrogate pair is two).
-    static void WriteJsonString(StringBuilder sb, string s, bool ensureAscii)
-    {
-        sb.Append('"');
-        foreach (char c in s)
-        {
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\r': sb.Append("\\r"); break;
-                case '\t': sb.Append("\\t"); break;
-                case '\b': sb.Append("\\b"); break;
-                case '\f': sb.Append("\\f"); break;
-                default:
-                    if (c < 0x20 || (ensureAscii && c > 0x7e)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                    else sb.Append(c);
-                    break;
-            }
-        }
-        sb.Append('"');
-    }
-
     /// <summary>Python's <c>==</c>: 1 == 1.0 == True, lists and dicts by content, a tuple never equal to a list.</summary>
     public static bool AreEqual(object? a, object? b)
     {

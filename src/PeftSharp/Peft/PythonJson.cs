@@ -192,8 +192,11 @@ internal static class PythonJson
         return sb.ToString();
     }
 
-    /// <summary>A JSON string literal with Python's ensure_ascii escaping (lower-case \uXXXX, UTF-16 surrogate pairs).</summary>
-    public static void WriteString(StringBuilder sb, string s)
+    /// <summary>
+    /// A JSON string literal as json.dumps writes it: with <paramref name="ensureAscii"/> (its default) every character
+    /// outside printable ASCII as lower-case \uXXXX (UTF-16 surrogate pairs), otherwise only control characters.
+    /// </summary>
+    public static void WriteString(StringBuilder sb, string s, bool ensureAscii = true)
     {
         sb.Append('"');
         foreach (char c in s)
@@ -208,7 +211,7 @@ internal static class PythonJson
                 case '\b': sb.Append("\\b"); break;
                 case '\f': sb.Append("\\f"); break;
                 default:
-                    if (c < 0x20 || c > 0x7e)
+                    if (c < 0x20 || (ensureAscii && c > 0x7e))
                         sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else
                         sb.Append(c);
