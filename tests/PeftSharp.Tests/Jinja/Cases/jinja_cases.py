@@ -59,6 +59,9 @@ CASES = [
     "x\r\ny\r\n",
     "text {{ n }}\n",
     "a\n\n",
+    "{% macro m(a, b=2) %}{{ a }}{{ b }}{{ kwargs }}{% endmacro %}{{ m(1, a=5) }}|{{ m(*[3, 4]) }}|{{ m(**{'a': 7, 'z': 0}) }}|{{ m(1, *[8]) }}",
+    "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2, z=3) }}",
+    "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}",
     # loops
     "{% for x in l %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.length }}:{{ x }}{% if not loop.last %},{% endif %}{% endfor %}",
     "{% for x in l %}{{ loop.first }}{{ loop.last }}{{ loop.previtem }}|{% endfor %}",
