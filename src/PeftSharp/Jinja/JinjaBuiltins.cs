@@ -223,7 +223,8 @@ internal static class JinjaBuiltins
             // "ab" * 2, [1] * 2 (either way round; a bool counts as 0 or 1)
             object sequence = (a is long or bool ? b : a)!;
             long n = Math.Max(0, ToLong(a is long or bool ? a : b));
-            if (n * (sequence is string s ? s.Length : ((List<object?>)sequence).Count) > 100_000_000)
+            int length = sequence is string s ? s.Length : ((List<object?>)sequence).Count;
+            if (length > 0 && n > 100_000_000 / length)
                 throw new JinjaException("a repeated string or list would be too long", line);
             if (sequence is string text) return string.Concat(Enumerable.Repeat(text, (int)n));
             var repeated = Enumerable.Repeat((List<object?>)sequence, (int)n).SelectMany(l => l);

@@ -17,6 +17,7 @@ internal static class JinjaFilters
         "trim", "length", "count", "upper", "lower", "title", "capitalize", "center", "string", "safe", "e", "escape", "forceescape", "tojson",
         "default", "d", "join", "first", "last", "list", "reverse", "unique", "sort", "sum", "min", "max", "abs", "int", "float", "round",
         "replace", "items", "dictsort", "attr", "map", "select", "reject", "selectattr", "rejectattr", "indent", "wordcount", "format", "batch",
+        "truncate",
     ];
 
     /// <summary>The tests <see cref="Test"/> knows.</summary>
@@ -194,6 +195,9 @@ internal static class JinjaFilters
             case "indent": // Jinja appends "\n" to the value itself, so only a string works
                 return Indent(input as string ?? throw new JinjaException($"filter 'indent' needs a string, got a {TypeName(input)}", line),
                     Arg(0, "width", 4L), IsTrue(Arg(1, "first", false)), IsTrue(Arg(2, "blank", false)));
+            case "truncate":
+                return Truncate(Str(input), ToLong(Arg(0, "length", 255L)), IsTrue(Arg(1, "killwords", false)), Str(Arg(2, "end", "...")),
+                    ToLong(Arg(3, "leeway", 5L)), line);
             case "wordcount":
                 return (long)Word.Matches(Str(input)).Count;
             case "format":
@@ -234,6 +238,18 @@ internal static class JinjaFilters
         {
             throw new JinjaException(e.Message, line);
         }
+    }
+
+    // Jinja's truncate: longer than length + leeway is cut to length - len(end), at the last space unless killwords.
+    static string Truncate(string s, long length, bool killWords, string end, long leeway, int line)
+    {
+        var chars = StringElements(s);
+        int endLength = StringElements(end).Count;
+        if (length < endLength || leeway < 0) throw new JinjaException($"filter 'truncate' needs length >= {endLength} and leeway >= 0", line);
+        if (chars.Count <= length + leeway) return s;
+        string kept = string.Concat(chars.Take((int)(length - endLength)));
+        if (!killWords && kept.LastIndexOf(' ') is var space and >= 0) kept = kept[..space];
+        return kept + end;
     }
 
     // sorted(items, key=key, reverse=reverse): stable, and equal items keep their order when reversed too.

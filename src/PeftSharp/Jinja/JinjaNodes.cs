@@ -8,7 +8,8 @@ internal sealed record NameExpr(string Name, int Line) : Expr(Line);
 internal sealed record AttributeExpr(Expr Target, string Name, int Line) : Expr(Line);
 internal sealed record ItemExpr(Expr Target, Expr Key, int Line) : Expr(Line);
 internal sealed record SliceExpr(Expr Target, Expr? Start, Expr? Stop, Expr? Step, int Line) : Expr(Line);
-internal sealed record Arguments(IReadOnlyList<Expr> Positional, IReadOnlyList<(string Name, Expr Value)> Named);
+/// <summary>A call's arguments: f(a, b, *more, key=c, **named).</summary>
+internal sealed record Arguments(IReadOnlyList<Expr> Positional, IReadOnlyList<(string Name, Expr Value)> Named, Expr? Star = null, Expr? DoubleStar = null);
 /// <summary>One filter of a chain such as <c>trim | upper</c> in {% filter %} and {% set x | … %} blocks.</summary>
 internal sealed record FilterCall(string Name, Arguments Args, int Line);
 internal sealed record CallExpr(Expr Callee, Arguments Args, int Line) : Expr(Line);

@@ -533,19 +533,28 @@ internal sealed class JinjaParser
         return new SliceExpr(target, start, stop, step, line);
     }
 
+    // (a, b, *more, key=c, **named): positional before named, *x before named, **x last.
     Arguments ParseArguments()
     {
         ExpectOperator("(");
         var positional = new List<Expr>();
         var named = new List<(string, Expr)>();
-        while (!SkipOperator(")"))
+        Expr? star = null, doubleStar = null;
+        for (bool first = true; !SkipOperator(")"); first = false)
         {
-            if (positional.Count + named.Count > 0)
+            if (!first)
             {
                 ExpectOperator(",");
                 if (SkipOperator(")")) break;
             }
-            if (Current.Kind == TokenKind.Name && _tokens[_pos + 1] is { Kind: TokenKind.Operator, Value: "=" })
+            if (doubleStar is not null) throw Error("nothing may follow **arguments");
+            if (SkipOperator("**")) doubleStar = ParseExpression();
+            else if (SkipOperator("*"))
+            {
+                if (star is not null || named.Count > 0) throw Error("*arguments must come once, before named ones");
+                star = ParseExpression();
+            }
+            else if (Current.Kind == TokenKind.Name && _tokens[_pos + 1] is { Kind: TokenKind.Operator, Value: "=" })
             {
                 string name = Next().Value;
                 _pos++;
@@ -553,11 +562,11 @@ internal sealed class JinjaParser
             }
             else
             {
-                if (named.Count > 0) throw Error("a positional argument cannot follow a named one");
+                if (named.Count > 0 || star is not null) throw Error("a positional argument cannot follow a named one or *arguments");
                 positional.Add(ParseExpression());
             }
         }
-        return new Arguments(positional, named);
+        return new Arguments(positional, named, star, doubleStar);
     }
 
     NameExpr Mention(NameExpr name)

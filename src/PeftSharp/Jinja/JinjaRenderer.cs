@@ -224,27 +224,32 @@ internal sealed class JinjaRenderer
         Bind(names, value, scope, line);
     }
 
-    // Jinja2's macro call: positional then keyword arguments fill the parameters, defaults (which may use the
-    // parameters before them) the rest; extra arguments go to varargs / kwargs if the body uses them, else fail.
+    // Jinja2's macro call (its Macro.__call__): positional arguments fill the first parameters, keywords the
+    // others, defaults (which may use the parameters before them) the rest. What is left over goes to kwargs /
+    // varargs if the body uses them, else is an error, keywords first; a keyword naming a parameter already
+    // given by position is left over too, not a clash.
     JinjaFunction MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
         var scope = Frame(definedIn, macro.Body);
-        if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
-            throw new JinjaException($"macro '{macro.Name}' takes {macro.Parameters.Count} arguments, got {args.Count}", macro.Line);
-        for (int i = 0; i < macro.Parameters.Count; i++)
+        int count = macro.Parameters.Count;
+        var extraKwargs = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (name, value) in kwargs) extraKwargs[name] = value;
+        var given = new bool[count];
+        for (int i = 0; i < count; i++)
         {
             string name = macro.Parameters[i];
-            if (i < args.Count && kwargs.ContainsKey(name))
-                throw new JinjaException($"macro '{macro.Name}' got multiple values for the argument '{name}'", macro.Line);
-            if (i < args.Count) scope.Variables[name] = args[i];
-            else if (kwargs.TryGetValue(name, out var v)) scope.Variables[name] = v;
-            else scope.Variables[name] = macro.Defaults[i] is { } d ? Evaluate(d, scope) : new Undefined($"'{name}' is undefined");
+            if (i < args.Count) (scope.Variables[name], given[i]) = (args[i], true);
+            else if (extraKwargs.Remove(name, out var value)) (scope.Variables[name], given[i]) = (value, true);
         }
-        var extra = ToDict(kwargs.Where(p => !macro.Parameters.Contains(p.Key)).Select(p => (p.Key, p.Value)));
-        if (extra.Count > 0 && !macro.TakesKwargs)
-            throw new JinjaException($"macro '{macro.Name}' takes no keyword argument '{extra.Keys.First()}'", macro.Line);
-        if (macro.TakesVarargs) scope.Variables["varargs"] = new JinjaTuple(args.Skip(macro.Parameters.Count));
-        if (macro.TakesKwargs) scope.Variables["kwargs"] = extra;
+        if (extraKwargs.Count > 0 && !macro.TakesKwargs)
+            throw new JinjaException($"macro '{macro.Name}' takes no keyword argument '{extraKwargs.GetAt(0).Key}'", macro.Line);
+        if (args.Count > count && !macro.TakesVarargs)
+            throw new JinjaException($"macro '{macro.Name}' takes not more than {count} argument(s)", macro.Line);
+        if (macro.TakesKwargs) scope.Variables["kwargs"] = extraKwargs;
+        if (macro.TakesVarargs) scope.Variables["varargs"] = new JinjaTuple(args.Skip(count));
+        for (int i = 0; i < count; i++)
+            if (!given[i])
+                scope.Variables[macro.Parameters[i]] = macro.Defaults[i] is { } d ? Evaluate(d, scope) : new Undefined($"'{macro.Parameters[i]}' is undefined");
         var output = new StringBuilder();
         RenderNodes(macro.Body, output, scope);
         return output.ToString();
@@ -260,11 +265,19 @@ internal sealed class JinjaRenderer
         return value;
     }
 
-    (List<object?> Args, Dictionary<string, object?> Kwargs) EvaluateArguments(Arguments arguments, Scope scope)
+    // The values of a call's arguments, *more added to the positional ones and **named to the keywords (in order).
+    (List<object?> Args, OrderedDictionary<string, object?> Kwargs) EvaluateArguments(Arguments arguments, Scope scope)
     {
         var args = arguments.Positional.Select(a => Evaluate(a, scope)).ToList();
-        var kwargs = new Dictionary<string, object?>(StringComparer.Ordinal);
+        var kwargs = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
         foreach (var (name, value) in arguments.Named) kwargs[name] = Evaluate(value, scope);
+        if (arguments.Star is { } star) args.AddRange(Iterate(Evaluate(star, scope), star.Line));
+        if (arguments.DoubleStar is { } doubleStar)
+        {
+            if (Evaluate(doubleStar, scope) is not OrderedDictionary<string, object?> more)
+                throw new JinjaException("**arguments must be a dict", doubleStar.Line);
+            foreach (var (name, value) in more) kwargs[name] = value;
+        }
         return (args, kwargs);
     }
 

@@ -163,6 +163,8 @@ internal static class JinjaScopes
         {
             foreach (var a in args.Positional) Visit(a);
             foreach (var (_, value) in args.Named) Visit(value);
+            Visit(args.Star);
+            Visit(args.DoubleStar);
         }
 
         public void Visit(Expr? expr)

@@ -264,8 +264,8 @@ internal static class JinjaStrings
         return n;
     }
 
-    // Fills to width code points; align is '<', '>', '^' (centre: Python puts the odd fill character on the right,
-    // unless the padding is odd and the width is odd, where str.center puts it on the left).
+    // Fills to width code points; align is '<', '>' or '^'. str.center puts an odd fill character on the right,
+    // except when the width is odd too, then on the left.
     static string Pad(string s, long width, string fill, char align, int line)
     {
         if (StringElements(fill).Count != 1) throw new JinjaException("the fill character must be exactly one character", line);

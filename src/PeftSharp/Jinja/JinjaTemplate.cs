@@ -4,9 +4,9 @@ namespace PeftSharp.Jinja;
 /// A parsed Jinja2 template, rendered as transformers renders chat templates (trim_blocks, lstrip_blocks,
 /// loop controls, the {% generation %} tag, transformers' tojson). This is the subset of Jinja2 that model
 /// chat templates use: statements if/elif/else, for (with else, filters, unpacking, loop.*), set (also
-/// namespace attributes and blocks), macro, filter blocks, break/continue, raw; Python-like expressions with
-/// Jinja's precedence; the common filters, tests and string/dict methods. Not supported: template inheritance
-/// and includes, call blocks, autoescaping.
+/// namespace attributes and blocks), macro, with, filter blocks, break/continue, raw; Python-like expressions
+/// with Jinja's precedence; the common filters, tests and string/dict methods. Not supported: template
+/// inheritance and includes, call blocks, recursive loops, autoescaping, integers beyond 64 bits.
 /// </summary>
 public sealed class JinjaTemplate
 {

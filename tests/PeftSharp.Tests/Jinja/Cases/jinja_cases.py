@@ -59,6 +59,9 @@ CASES = [
     "x\r\ny\r\n",
     "text {{ n }}\n",
     "a\n\n",
+    "{% macro m(a, b=2) %}{{ a }}{{ b }}{{ kwargs }}{% endmacro %}{{ m(1, a=5) }}|{{ m(*[3, 4]) }}|{{ m(**{'a': 7, 'z': 0}) }}|{{ m(1, *[8]) }}",
+    "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2, z=3) }}",
+    "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}",
     # loops
     "{% for x in l %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.length }}:{{ x }}{% if not loop.last %},{% endif %}{% endfor %}",
     "{% for x in l %}{{ loop.first }}{{ loop.last }}{{ loop.previtem }}|{% endfor %}",
@@ -268,6 +271,7 @@ CASES += [
     "{% if t %}{% for x in l %}{{ x | nosuch }}{% endfor %}{% endif %}",
     "{{ n is nosuchtest }}",
     "{% filter trim | upper %}  a {{ n }}  {% endfilter %}|{% filter replace('a', 'o') %}banana{% endfilter %}|{% filter indent(2) %}\nx\ny\n{% endfilter %}|",
+    "{{ 'the quick brown fox jumps' | truncate(12) }}|{{ 'the quick brown fox jumps' | truncate(12, true) }}|{{ 'the quick brown fox' | truncate(15, end='…') }}|{{ 'short' | truncate(3, leeway=2) }}|{{ 'abcdefgh' | truncate(5, leeway=0) }}",
     # macros
     "{% macro m(a, b=a ~ '!', c=none) %}{{ a }}{{ b }}{{ c }}{% endmacro %}{{ m(1) }}|{{ m(1, c=3) }}|{{ m(b=2, a=1) }}|{{ m() }}",
     "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}",
