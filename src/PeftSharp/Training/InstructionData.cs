@@ -33,8 +33,7 @@ public static class InstructionData
         var records = new List<(int Line, IReadOnlyList<PromptSegment> Segments)>();
         var documents = new List<string>();
         int lineNumber = 0, lastReplyOnly = 0;
-        ChatTemplate? chatTemplate = null;
-        bool templateRead = false;
+        ChatTemplate? chatTemplate = null; // read once, when the first record says the file holds messages
         foreach (var line in File.ReadLines(path))
         {
             lineNumber++;
@@ -42,19 +41,15 @@ public static class InstructionData
             using var json = ParseLine(path, lineNumber, line);
             var root = json.RootElement;
             var lineFormat = Detect(path, lineNumber, root);
-            if (format is null) (format, formatLine) = (lineFormat, lineNumber);
+            if (format is null)
+            {
+                (format, formatLine) = (lineFormat, lineNumber);
+                if (format == Format.Messages) chatTemplate = ChatTemplate.FromTokenizer(tokenizer);
+            }
             else if (lineFormat != format)
                 throw Error(path, lineNumber, $"expected a {Describe(format.Value)} record like line {formatLine} (one file holds one format), got a {Describe(lineFormat)} record");
             if (lineFormat == Format.Text) documents.Add(RequiredString(path, lineNumber, root, "text"));
-            else
-            {
-                if (lineFormat == Format.Messages && !templateRead)
-                {
-                    chatTemplate = ChatTemplate.FromTokenizer(tokenizer);
-                    templateRead = true;
-                }
-                records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat, chatTemplate, ref lastReplyOnly)));
-            }
+            else records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat, chatTemplate, ref lastReplyOnly)));
         }
         if (format is null) throw new PeftSharpException($"{path}: no records (expected one JSON object per line)");
         if (format == Format.Text) return TextData.Pack(tokenizer, documents, maxLength);
