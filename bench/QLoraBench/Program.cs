@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
+using PeftSharp.Bench;
 using PeftSharp.Quantization;
 using static TorchSharp.torch;
 

@@ -98,7 +98,7 @@ public static class JinjaValues
 
     // Python's float repr: the shortest digits that round-trip, in exponent form below 1e-4 and from 1e16.
     static string FloatRepr(double d) =>
-        double.IsNaN(d) ? "nan" : double.IsInfinity(d) ? (d > 0 ? "inf" : "-inf") : Peft.PythonJson.FloatRepr(d); // repr(float) is json.dumps' for finite values
+        double.IsNaN(d) ? "nan" : double.IsInfinity(d) ? (d > 0 ? "inf" : "-inf") : PythonLiterals.FloatRepr(d); // repr(float) is json.dumps' for finite values
 
     static string StringRepr(string s)
     {
@@ -146,7 +146,7 @@ public static class JinjaValues
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
-            case string s: Peft.PythonJson.WriteString(sb, s, options.EnsureAscii); break;
+            case string s: PythonLiterals.WriteString(sb, s, options.EnsureAscii); break;
             case List<object?> list:
                 WriteJsonContainer(sb, '[', ']', list.Count, options, level, i => WriteJson(sb, list[i], options, level + 1));
                 break;
@@ -155,7 +155,7 @@ public static class JinjaValues
                 var pairs = options.SortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
                 WriteJsonContainer(sb, '{', '}', pairs.Count, options, level, i =>
                 {
-                    Peft.PythonJson.WriteString(sb, pairs[i].Key, options.EnsureAscii);
+                    PythonLiterals.WriteString(sb, pairs[i].Key, options.EnsureAscii);
                     sb.Append(options.KeySeparator);
                     WriteJson(sb, pairs[i].Value, options, level + 1);
                 });

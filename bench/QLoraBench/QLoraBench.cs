@@ -3,7 +3,9 @@ using PeftSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace PeftSharp.Quantization;
+using PeftSharp.Quantization;
+
+namespace PeftSharp.Bench;
 
 /// <summary>
 /// Measurements for QLoRA, as library calls (bench/QLoraBench runs them from the command line; see docs/qlora.md):
