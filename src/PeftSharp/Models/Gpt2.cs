@@ -111,9 +111,12 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long offset = cache?.Length ?? 0, t = ids.shape[1];
-        if (offset + t > wpe.weight.shape[0])
-            throw new PeftSharpException($"sequence of {offset + t} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
-        var positions = arange(offset, offset + t, device: ids.device);
+        // Rows of different lengths in one cache (continuous batching) carry their own positions; padding slots clamp to 0.
+        var rowPositions = cache?.Positions(t, ids.device)?.clamp_min(0);
+        long end = rowPositions is null ? offset + t : offset + t - cache!.RowPadding!.Min();
+        if (end > wpe.weight.shape[0])
+            throw new PeftSharpException($"sequence of {end} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
+        var positions = rowPositions ?? arange(offset, offset + t, device: ids.device);
         var x = wte.forward(ids).add(wpe.forward(positions));
         foreach (var block in h)
             x = checkpoint && cache is null && is_grad_enabled()

@@ -125,7 +125,11 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var x = embed_tokens.forward(ids);
-        var (cos, sin) = rope.Tables(cache?.Length ?? 0, ids.shape[1], x.dtype, x.device);
+        // Rows of different lengths in one cache (continuous batching) carry their own positions.
+        var rowPositions = cache?.Positions(ids.shape[1], x.device);
+        var (cos, sin) = rowPositions is not null
+            ? rope.Tables(rowPositions, x.dtype)
+            : rope.Tables(cache?.Length ?? 0, ids.shape[1], x.dtype, x.device);
         foreach (var layer in layers)
             x = checkpoint && cache is null && is_grad_enabled()
                 ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2]), x, cos, sin, attentionMask)

@@ -56,7 +56,22 @@ public sealed class RotaryEmbedding
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin for x [B, H, T, D] and tables [T, D].</summary>
+    /// <summary>
+    /// cos and sin tables [B, 1, T, headDim] for per-row positions [B, T] (rows of different lengths in one batch),
+    /// computed in float32 then cast to dtype; they broadcast over the heads of [B, H, T, D].
+    /// </summary>
+    public (Tensor cos, Tensor sin) Tables(Tensor positions, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var inv = tensor(invFreq.Select(f => (float)f).ToArray(), device: positions.device);
+        var freqs = positions.to_type(ScalarType.Float32).unsqueeze(-1).mul(inv); // [B, T, D/2]
+        var emb = cat([freqs, freqs], -1).unsqueeze(1);
+        var cos = emb.cos().to_type(dtype);
+        var sin = emb.sin().to_type(dtype);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>x·cos + rotate_half(x)·sin for x [B, H, T, D] and tables [T, D] (or [B, 1, T, D]).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
