@@ -76,6 +76,41 @@ public class AdapterManagementTests
     }
 
     [Fact]
+    public void RowAdaptersMixRanksDoraAndBaseInOneBatch()
+    {
+        var (model, ckpt) = TinyLlama(55);
+        using var _ = model;
+        var lora = LoraModel.Create(model, Random(2, "q_proj", "v_proj"), "r2", seed: 11);
+        lora.AddAdapter("r5", Random(5, "q_proj", "up_proj"), seed: 12);
+        var dora = Random(3, "q_proj", "down_proj");
+        dora.UseDora = true;
+        lora.AddAdapter("dora", dora, seed: 13);
+        using (no_grad()) // a magnitude that differs from ‖W + ΔW‖, so DoRA is more than LoRA
+            foreach (var layer in lora.LinearLayers.Values.Where(l => l.Magnitude("dora") is not null)) layer.Magnitude("dora")!.mul_(1.3);
+        var ids = RandomIds(6, Llama.VocabSize, 14);
+        string[] rows = ["r5", "dora", "__base__", "r2", "r5", "dora"];
+        var batch = tensor(Enumerable.Repeat(ids, rows.Length).SelectMany(x => x).Select(i => (long)i).ToArray()).view(rows.Length, 6);
+        Tensor mixed;
+        using (lora.UseRowAdapters(rows))
+        using (no_grad())
+            mixed = model.Forward(batch);
+        for (int r = 0; r < rows.Length; r++)
+        {
+            float[,] expected;
+            if (rows[r] == "__base__") expected = new NaiveLlama(Llama, ckpt.Weights).Logits(ids);
+            else
+            {
+                lora.SetAdapter(rows[r]);
+                using (no_grad()) expected = ToArray(model.Forward(tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0))[0]);
+            }
+            Assert.True(MaxAbsDiff(expected, ToArray(mixed[r])) < 1e-4, $"row {r} ({rows[r]})");
+        }
+        lora.SetAdapter("r2");
+        using (no_grad())
+            Assert.True(MaxAbsDiff(new NaiveLlama(Llama, WithAdapters(lora, ckpt.Weights, "r2")).Logits(ids), ToArray(mixed[3])) < 1e-4);
+    }
+
+    [Fact]
     public void SafeMergeRefusesNonFiniteResultsAndLeavesWeightsAlone()
     {
         var (model, ckpt) = TinyLlama(53);

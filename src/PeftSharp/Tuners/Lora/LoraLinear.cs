@@ -270,23 +270,82 @@ public sealed class LoraLinear : LoraLayer
         return result.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// One adapter per batch row (PEFT's adapter_names). The base layer runs once over the whole batch. Plain LoRA
+    /// adapters are then applied as one gathered computation, as S-LoRA/Punica do: the factors of the adapters in
+    /// the batch are stacked (zero-padded to the largest rank), each row picks its own with an index, and two batched
+    /// matrix products give every row's low-rank term, however many adapters the batch mixes. DoRA adapters and
+    /// adapters with a LoRA bias are applied group by group.
+    /// </summary>
     Tensor MixedBatchForward(Tensor x, IReadOnlyList<string> rowAdapters)
     {
         if (Merged) throw new PeftSharpException("adapter_names cannot be used while adapters are merged; unmerge first");
         if (rowAdapters.Count != x.shape[0])
             throw new PeftSharpException($"adapter_names has {rowAdapters.Count} entries for a batch of {x.shape[0]} rows");
         using var scope = NewDisposeScope();
-        var result = Host.BaseForward(x).clone();
-        foreach (var group in rowAdapters.Select((name, row) => (name, row)).GroupBy(p => p.name))
+        var result = Host.BaseForward(x);
+        var present = rowAdapters.Where(settings.ContainsKey).Distinct().ToList();
+        if (present.Count == 0) return result.MoveToOuterDisposeScope();
+        var gathered = present.Where(n => !settings[n].UseDora && loraB[n].bias is null && (settings[n].Dropout == 0 || !Host.training)).ToList();
+        if (gathered.Count > 0) result = result.add(GatheredLoraPath(x, rowAdapters, gathered).to_type(result.dtype));
+        var grouped = present.Except(gathered).ToHashSet();
+        if (grouped.Count == 0) return result.MoveToOuterDisposeScope();
+        var baseResult = result;
+        result = result.clone();
+        foreach (var group in rowAdapters.Select((name, row) => (name, row)).Where(p => grouped.Contains(p.name)).GroupBy(p => p.name))
         {
-            if (group.Key == "__base__" || !settings.TryGetValue(group.Key, out var s)) continue;
-            if (s.UseDora) throw new PeftSharpException("adapter_names cannot be used with DoRA adapters");
+            var s = settings[group.Key];
             var rows = tensor(group.Select(p => (long)p.row).ToArray(), device: x.device);
             var sub = x.index_select(0, rows).to_type(loraA[group.Key].weight.dtype);
-            var h = LoraPath(group.Key, Dropout(sub, s));
+            var h = s.UseDora ? DoraDelta(group.Key, s, sub, Host.BaseForward(x.index_select(0, rows)))
+                              : LoraPath(group.Key, Dropout(sub, s));
             result.index_add_(0, rows, h.to_type(result.dtype), 1);
         }
         return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>s·B·A·x for each row with its own adapter among <paramref name="adapters"/> (other rows get 0).</summary>
+    Tensor GatheredLoraPath(Tensor x, IReadOnlyList<string> rowAdapters, IReadOnlyList<string> adapters)
+    {
+        int rank = adapters.Max(RankOf);
+        var position = new Dictionary<string, int>(StringComparer.Ordinal);
+        var aList = new List<Tensor>();
+        var bList = new List<Tensor>();
+        var scaling = new List<float>();
+        foreach (var name in adapters)
+        {
+            var (a, b, s) = Factors(name);
+            long r = a.shape[0];
+            if (r < rank)
+            {
+                a = cat([a, zeros(rank - r, a.shape[1], a.dtype, a.device)], 0);
+                b = cat([b, zeros(b.shape[0], rank - r, b.dtype, b.device)], 1);
+            }
+            position[name] = aList.Count;
+            aList.Add(a);
+            bList.Add(b);
+            scaling.Add((float)s);
+        }
+        var dtype = aList[0].dtype;
+        bool anyOther = rowAdapters.Any(n => !position.ContainsKey(n));
+        if (anyOther)
+        {
+            // Rows without a gathered adapter pick a zero entry.
+            aList.Add(zeros_like(aList[0]));
+            bList.Add(zeros_like(bList[0]));
+            scaling.Add(0f);
+        }
+        var stackA = stack(aList.Select(t => t.to_type(dtype)), 0);              // [k, r, in]
+        var stackB = stack(bList.Select(t => t.to_type(dtype)), 0);              // [k, out, r]
+        var index = tensor(rowAdapters.Select(n => (long)position.GetValueOrDefault(n, aList.Count - 1)).ToArray(), device: x.device);
+        long rows = x.shape[0];
+        var x3 = x.to_type(dtype).reshape(rows, -1, x.shape[^1]);              // [B, T, in]
+        var h = x3.bmm(stackA.index_select(0, index).transpose(1, 2));          // [B, T, r]
+        h = h.bmm(stackB.index_select(0, index).transpose(1, 2));               // [B, T, out]
+        h = h.mul(tensor(scaling.ToArray(), device: x.device).index_select(0, index).to_type(dtype).view(rows, 1, 1));
+        var shape = x.shape.ToArray();
+        shape[^1] = h.shape[^1];
+        return h.reshape(shape);
     }
 
     /// <summary>
