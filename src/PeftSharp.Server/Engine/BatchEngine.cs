@@ -306,7 +306,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
         {
             int token = sampler.Next(logits);
             sampled++;
-            if (served.StopTokens.Contains(token)) { Finish("stop", flush: true); return; }
+            if (!Request.Sampling.IgnoreEos && served.StopTokens.Contains(token)) { Finish("stop", flush: true); return; }
             if (Request.Sampling.Logprobs is int k) (pendingLogprobs ??= []).Add(Logprob(logits, token, k));
             generated.Add(token);
             var (delta, stoppedByString) = text.Push(token);

@@ -10,7 +10,9 @@ public sealed record SamplingParams(
     int Seed = 0,
     IReadOnlyList<string>? Stop = null,
     /// <summary>null: no log-probabilities; k ≥ 0: the chosen token's and the k most likely ones.</summary>
-    int? Logprobs = null);
+    int? Logprobs = null,
+    /// <summary>vLLM's ignore_eos: keep generating past end-of-sequence tokens (benchmarks).</summary>
+    bool IgnoreEos = false);
 
 /// <summary>A token's log-probability and, when asked for, the most likely alternatives at that step.</summary>
 public sealed record TokenLogprob(string Token, double Logprob, IReadOnlyList<(string Token, double Logprob)> Top);

@@ -94,7 +94,7 @@ sealed class GenerationEndpoints(ServedModel served, AdapterManager adapters, Ba
             logprobs = chatLogprobs ? (int)(top ?? 0) : null;
         }
         else logprobs = (int?)RequestReader.Integer(body, "logprobs", 0, MaxLogprobs);
-        var sampling = new SamplingParams(max, temperature, topP, seed, RequestReader.Stop(body), logprobs);
+        var sampling = new SamplingParams(max, temperature, topP, seed, RequestReader.Stop(body), logprobs, RequestReader.Bool(body, "ignore_eos", false));
 
         bool stream = RequestReader.Bool(body, "stream", false);
         bool includeUsage = false;
