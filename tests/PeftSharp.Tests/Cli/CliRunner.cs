@@ -29,6 +29,16 @@ internal static class CliRunner
         return dll;
     });
 
+    /// <summary>Starts the tool without waiting (servers); stdout and stderr are redirected, the caller disposes it.</summary>
+    public static Process Start(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.Environment["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1";
+        info.ArgumentList.Add(CliDll.Value);
+        foreach (var a in args) info.ArgumentList.Add(a);
+        return Process.Start(info)!;
+    }
+
     public static Result Run(params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
