@@ -16,6 +16,7 @@ public static class Program
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
+            CombineCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
