@@ -17,6 +17,7 @@ public static class Program
             InspectCommand.Create(),
             MergeCommand.Create(),
             CombineCommand.Create(),
+            MergeModelsCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),

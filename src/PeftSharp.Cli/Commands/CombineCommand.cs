@@ -80,7 +80,7 @@ public static class CombineCommand
         return 0;
     }
 
-    static List<double> ParseWeights(string text)
+    internal static List<double> ParseWeights(string text)
     {
         var result = new List<double>();
         foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))

@@ -44,9 +44,10 @@ public static class TaskMerging
 
     /// <summary>
     /// Keeps a <paramref name="density"/> fraction of the entries: the largest by magnitude (⌊density·n⌋ of them), or
-    /// each with probability density, rescaled by 1/density (DARE). Density ≥ 1 keeps everything unchanged.
+    /// each with probability density (DARE), the survivors then divided by density unless <paramref name="rescale"/>
+    /// is false. Density ≥ 1 keeps everything unchanged.
     /// </summary>
-    public static Tensor Prune(Tensor task, double density, bool random, Generator? generator = null)
+    public static Tensor Prune(Tensor task, double density, bool random, Generator? generator = null, bool rescale = true)
     {
         if (density < 0) throw new PeftSharpException($"merging: density must be in (0, 1], got {density}");
         if (density >= 1) return task.alias();
@@ -54,7 +55,8 @@ public static class TaskMerging
         {
             using var p = full_like(task, density);
             using var mask = bernoulli(p, generator);
-            return task.mul(mask).div_(density);
+            var kept = task.mul(mask);
+            return rescale ? kept.div_(density) : kept;
         }
         long k = (long)(density * task.numel());
         using var flat = task.reshape(-1);
