@@ -18,6 +18,7 @@ public static class Program
             MergeCommand.Create(),
             CombineCommand.Create(),
             MergeModelsCommand.Create(),
+            LoraHubCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
