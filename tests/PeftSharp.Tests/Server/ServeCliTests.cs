@@ -38,7 +38,8 @@ public sealed class ServeCliTests(ServerFixture fixture) : IClassFixture<ServerF
                     if (line.StartsWith("serving ") && at >= 0) { url = line[at..].Split([';', ',', ' '])[0]; return; }
                 }
             });
-            Assert.True(readUrl.Wait(TimeSpan.FromSeconds(90)) && url is not null, "server did not start: " + stderr);
+            bool started = await Task.WhenAny(readUrl, Task.Delay(TimeSpan.FromSeconds(90))) == readUrl;
+            Assert.True(started && url is not null, "server did not start: " + stderr);
             using var client = new HttpClient { BaseAddress = new Uri(url!), Timeout = TimeSpan.FromSeconds(90) };
             var body = JsonSerializer.Serialize(new { model = "alpha", prompt = "Hello world", max_tokens = 60, temperature = 0, ignore_eos = true, stream = true });
             using var response = await client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") },
