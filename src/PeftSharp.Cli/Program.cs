@@ -26,6 +26,7 @@ public static class Program
             TrainCommand.Create(),
             QuantizeCommand.Create(),
             ServeCommand.Create(),
+            BitDeltaCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
