@@ -24,7 +24,7 @@ Console.WriteLine(lora.ParameterReport());   // print_trainable_parameters()
 // Train on a JSONL file (prompt/completion, instruction/input/output or chat messages).
 var data = DataFiles.Load(dataFile, tokenizer, maxLength: 128);
 var groups = ParameterGroups.DecayAndNoDecay(lora.TrainableParameters(), learningRate: 2e-2, weightDecay: 0.0);
-var options = new TrainingOptions { Epochs = 60, BatchSize = 6 };
+var options = new TrainingOptions { Epochs = 40, BatchSize = 6 };
 using (var trainer = new Trainer(model, groups, options, data.Examples, validation: data.Examples, padTokenId: tokenizer.PadTokenId ?? 0))
 {
     double before = trainer.Evaluate();

@@ -33,7 +33,7 @@ using var model = ModelLoader.Create(ModelConfig.Load(outDir));
 model.InitializeWeights(seed: 1);
 // A fresh init (std 0.02) gives almost uniform predictions through the tied embedding; larger embeddings let a few
 // LoRA steps in the samples visibly change them.
-using (no_grad()) model.named_parameters().Single(p => p.name.EndsWith("embed_tokens.weight")).parameter.mul_(25);
+using (no_grad()) model.named_parameters().Single(p => p.name.EndsWith("embed_tokens.weight")).parameter.mul_(10);
 SafetensorsWriter.Save(Path.Combine(outDir, "model.safetensors"),
     model.named_parameters().Select(p => new KeyValuePair<string, Tensor>(p.name, p.parameter.detach())),
     new Dictionary<string, string> { ["format"] = "pt" });
