@@ -7,7 +7,7 @@ using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 string modelDir = args.Length > 0 ? args[0] : "tiny-llama";
-string work = Path.Combine(Path.GetTempPath(), "peftsharp-many-adapters");
+string work = Directory.CreateTempSubdirectory("peftsharp-many-adapters-").FullName;
 
 // Two adapters to load. Trained ones come from Quickstart or `peftsharp train`; here they are made with random
 // A and B (init_lora_weights = false) so that each visibly changes the output.
@@ -41,5 +41,6 @@ using var batch = input.repeat(3, 1);
 Tensor rows; using (lora.UseRowAdapters(["poet", "__base__", "pirate"])) rows = model.Forward(batch)[.., -1];
 double worst = new[] { (rows[0] - poet), (rows[1] - baseOut), (rows[2] - pirate) }.Max(d => d.abs().max().item<float>());
 Console.WriteLine($"mixed batch [poet, base, pirate]: largest difference from the separate runs {worst:E1}");
+Directory.Delete(work, recursive: true);
 if (worst > 1e-4) { Console.Error.WriteLine("per-row adapters disagree with single-adapter runs"); return 1; }
 return 0;
