@@ -13,6 +13,7 @@ public static class Program
         var root = new RootCommand("peftsharp: parameter-efficient fine-tuning of transformer language models for .NET")
         {
             EvalCommand.Create(),
+            EvaluateCommand.Create(),
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
