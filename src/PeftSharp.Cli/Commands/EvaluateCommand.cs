@@ -76,7 +76,7 @@ public static class EvaluateCommand
             var tokenizer = ModelTokenizer.Load(s.Model);
             var dtype = CliOptions.ParseDType(s.DType);
             var device = CliOptions.ParseDevice(s.Device);
-            string?[] adapterRuns = s.Adapters.Length == 0 ? [null] : s.Adapters;
+            string?[] adapterRuns = s.Adapters.Length == 0 ? [null] : [.. s.Adapters];
             foreach (var adapter in adapterRuns)
             {
                 using var session = ModelSession.Load(s.Model, adapter is null ? [] : [adapter], dtype, device);

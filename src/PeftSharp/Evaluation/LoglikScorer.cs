@@ -10,12 +10,18 @@ namespace PeftSharp.Evaluation;
 /// each continuation on its own without them and appended (an empty context becomes the EOS token, as the harness
 /// does). The context runs through the model once; its KV cache is shared by all continuations, which run as one batch.
 /// </summary>
-public sealed class LoglikScorer(CausalLM model, ModelTokenizer tokenizer)
+public sealed class LoglikScorer(CausalLM model, ModelTokenizer? tokenizer)
 {
     /// <summary>The summed log-likelihood of each continuation after the context.</summary>
     public double[] Score(string context, IReadOnlyList<string> continuations)
     {
         var (ctx, conts) = Encode(context, continuations);
+        return ScoreIds(ctx, conts);
+    }
+
+    /// <summary>The same for token ids: context (at least one token) and continuations (each at least one token).</summary>
+    public double[] ScoreIds(long[] ctx, long[][] conts)
+    {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         using var cache = model.NewCache();
@@ -52,6 +58,12 @@ public sealed class LoglikScorer(CausalLM model, ModelTokenizer tokenizer)
     public double[] ScoreNaive(string context, IReadOnlyList<string> continuations)
     {
         var (ctx, conts) = Encode(context, continuations);
+        return ScoreIdsNaive(ctx, conts);
+    }
+
+    /// <summary><see cref="ScoreNaive(string, IReadOnlyList{string})"/> for token ids.</summary>
+    public double[] ScoreIdsNaive(long[] ctx, long[][] conts)
+    {
         using var _ = no_grad();
         var result = new double[conts.Length];
         for (int i = 0; i < conts.Length; i++)
@@ -71,6 +83,7 @@ public sealed class LoglikScorer(CausalLM model, ModelTokenizer tokenizer)
     (long[] Context, long[][] Continuations) Encode(string context, IReadOnlyList<string> continuations)
     {
         if (continuations.Count == 0) throw new ArgumentException("no continuations to score", nameof(continuations));
+        if (tokenizer is null) throw new InvalidOperationException("scoring text needs a tokenizer; this scorer was made for token ids");
         var ctx = tokenizer.Encode(context, addSpecialTokens: true).Select(i => (long)i).ToList();
         if (ctx.Count == 0)
         {
