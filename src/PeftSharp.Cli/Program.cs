@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Cli.Commands;
 using PeftSharp.Cli.Commands.Bench;
+using PeftSharp.Cli.Commands.Data;
 using PeftSharp.Cli.Demo;
 
 namespace PeftSharp.Cli;
@@ -14,6 +15,7 @@ public static class Program
         {
             EvalCommand.Create(),
             EvaluateCommand.Create(),
+            DataCommand.Create(),
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
