@@ -54,10 +54,11 @@ public static class EvaluateCommand
         if (s.Limit is < 1) throw new PeftSharpException($"--limit: expected at least 1, got {s.Limit}");
         if (s.BatchSize < 1) throw new PeftSharpException($"--batch-size: expected at least 1, got {s.BatchSize}");
         if (s.MaxNewTokens is < 1) throw new PeftSharpException($"--max-new-tokens: expected at least 1, got {s.MaxNewTokens}");
-        var tasks = ResolveTasks(s);
+        var tasks = ResolveTasks(s, out var missing);
         if (s.Mode == "loglik")
             foreach (var (t, _) in tasks)
                 if (!t.HasChoices) throw new PeftSharpException($"--mode loglik: task {t.Name} has no answer options to score; use --mode generate");
+        if (missing.Count > 0) Console.Error.WriteLine($"note: {s.Task}: no test.json for {string.Join(", ", missing)} in {s.Data}; skipped");
         var loaded = tasks.Select(t => (t.Task, Items: EvalData.Load(t.File, t.Task, s.Limit))).ToList();
 
         var runs = new List<(string? Adapter, EvalSummary Summary, List<ItemResult> Items)>();
@@ -130,8 +131,9 @@ public static class EvaluateCommand
     static string AdapterLabel(string dir) => Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)) is { Length: > 0 } name ? name : dir;
 
     /// <summary>The task(s) and their files: one task and its file, or a suite's tasks found as &lt;folder&gt;/&lt;task&gt;/test.json.</summary>
-    static List<(EvalTask Task, string File)> ResolveTasks(Settings s)
+    static List<(EvalTask Task, string File)> ResolveTasks(Settings s, out List<string> missing)
     {
+        missing = [];
         if (!EvalTasks.IsSuite(s.Task))
         {
             var task = EvalTasks.Get(s.Task);
@@ -147,7 +149,6 @@ public static class EvaluateCommand
         string suite = s.Task.ToLowerInvariant();
         if (!Directory.Exists(s.Data)) throw new PeftSharpException($"--data {s.Data}: --task {suite} needs a folder laid out as LLM-Adapters' dataset/ (<task>/test.json)");
         var found = new List<(EvalTask, string)>();
-        var missing = new List<string>();
         foreach (var task in EvalTasks.Suite(suite))
         {
             string file = Path.Combine(s.Data, task.Name, "test.json");
@@ -155,7 +156,6 @@ public static class EvaluateCommand
             else missing.Add(task.Name);
         }
         if (found.Count == 0) throw new PeftSharpException($"--data {s.Data}: no <task>/test.json for any {suite} task ({string.Join(", ", missing)})");
-        if (missing.Count > 0) Console.Error.WriteLine($"note: {suite}: no test.json for {string.Join(", ", missing)} in {s.Data}; skipped");
         return found;
     }
 }
