@@ -102,13 +102,13 @@ public static class EvalData
         if (!root.TryGetProperty("data", out var data) || data.ValueKind != JsonValueKind.Array)
             throw at.Error("expected a JSON list of records, or SQuAD's {\"data\": [...]}");
         foreach (var article in data.EnumerateArray())
-            foreach (var paragraph in article.GetProperty("paragraphs").EnumerateArray())
+            foreach (var paragraph in List(article, "paragraphs", at))
             {
                 string context = at.String(paragraph, "context");
-                foreach (var qa in paragraph.GetProperty("qas").EnumerateArray())
+                foreach (var qa in List(paragraph, "qas", at))
                 {
                     if (limit is not null && items.Count >= limit) return;
-                    var answers = qa.GetProperty("answers").EnumerateArray().Select(a => at.String(a, "text")).ToList();
+                    var answers = List(qa, "answers", at).Select(a => at.String(a, "text")).ToList();
                     var record = JsonSerializer.SerializeToElement(new Dictionary<string, object>
                     {
                         ["context"] = context, ["question"] = at.String(qa, "question"), ["answers"] = answers,
@@ -117,6 +117,10 @@ public static class EvalData
                 }
             }
     }
+
+    static IEnumerable<JsonElement> List(JsonElement e, string field, RecordReader at) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(field, out var v) && v.ValueKind == JsonValueKind.Array
+            ? v.EnumerateArray() : throw at.Error($"SQuAD file: expected a list \"{field}\"");
 
     /// <summary>The 1-based line on which each element of the top-level list starts.</summary>
     static List<int> ElementLines(ReadOnlySpan<byte> text)

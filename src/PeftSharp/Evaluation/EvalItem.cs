@@ -19,6 +19,6 @@ public sealed record EvalItem(
     IReadOnlyList<string> AnswerWords,
     IReadOnlyList<string> References)
 {
-    /// <summary>The text put between the context and each choice (lm-evaluation-harness's target_delimiter).</summary>
-    public const string ChoiceDelimiter = " ";
+    /// <summary>The text put between the context and each choice (lm-evaluation-harness's target_delimiter, " " by default).</summary>
+    public string ChoiceDelimiter { get; init; } = " ";
 }

@@ -110,6 +110,7 @@ public static class EvalTasks
     /// </summary>
     static EvalItem MultipleChoiceRecord(JsonElement r, RecordReader at)
     {
+        if (RecordReader.Has(r, "arguments")) return HarnessSample(r, at);
         string query = at.FirstString(r, "query", "context", "question");
         var choices = at.Strings(r, "choices");
         if (choices.Count < 2) throw at.Error($"field \"choices\": expected at least 2 choices, got {choices.Count}");
@@ -117,6 +118,42 @@ public static class EvalTasks
         int gold = int.TryParse(goldText, out int g) ? g : -1;
         if (gold < 0 || gold >= choices.Count) throw at.Error($"field \"gold\": expected an index 0..{choices.Count - 1}, got {goldText}");
         return Lettered(query, "Please choose the correct answer to the question: ", choices, gold, "Answer", "answer", query);
+    }
+
+    /// <summary>
+    /// A line of lm-evaluation-harness's <c>--log_samples</c> output for a multiple-choice task:
+    /// <c>{"doc", "target", "arguments": [[context, continuation], ...]}</c>. The contexts and continuations are the
+    /// harness's own strings, so loglik scores the very requests it made; <c>target</c> is the gold index (or the gold
+    /// choice's text). A leading space shared by every continuation is taken as the delimiter, so acc_norm divides by
+    /// the choice's length without it, as the harness does.
+    /// </summary>
+    static EvalItem HarnessSample(JsonElement r, RecordReader at)
+    {
+        var args = r.GetProperty("arguments");
+        if (args.ValueKind != JsonValueKind.Array || args.GetArrayLength() < 2)
+            throw at.Error("field \"arguments\": expected a list of at least 2 [context, continuation] pairs");
+        var pairs = new List<(string Context, string Continuation)>();
+        foreach (var a in args.EnumerateArray())
+        {
+            // Newer harness versions write {"gen_args_0": {"arg_0": context, "arg_1": continuation}}.
+            var pair = a.ValueKind == JsonValueKind.Object && a.TryGetProperty("gen_args_0", out var g) ? g : a;
+            string? ctx = null, cont = null;
+            if (pair.ValueKind == JsonValueKind.Array && pair.GetArrayLength() >= 2 && pair[0].ValueKind == JsonValueKind.String && pair[1].ValueKind == JsonValueKind.String)
+                (ctx, cont) = (pair[0].GetString(), pair[1].GetString());
+            else if (pair.ValueKind == JsonValueKind.Object && pair.TryGetProperty("arg_0", out var c0) && pair.TryGetProperty("arg_1", out var c1)
+                     && c0.ValueKind == JsonValueKind.String && c1.ValueKind == JsonValueKind.String)
+                (ctx, cont) = (c0.GetString(), c1.GetString());
+            if (ctx is null || cont is null) throw at.Error("field \"arguments\": expected [context, continuation] string pairs");
+            pairs.Add((ctx, cont));
+        }
+        if (pairs.Any(p => p.Context != pairs[0].Context)) throw at.Error("field \"arguments\": the choices have different contexts");
+        bool spaced = pairs.All(p => p.Continuation.StartsWith(' '));
+        var choices = pairs.Select(p => spaced ? p.Continuation[1..] : p.Continuation).ToList();
+        string target = at.String(r, "target");
+        int gold = int.TryParse(target, out int g2) ? g2 : choices.IndexOf(PythonText.Strip(target));
+        if (gold < 0 || gold >= choices.Count) throw at.Error($"field \"target\": expected a choice index 0..{choices.Count - 1} or a choice's text, got \"{target}\"");
+        var item = Lettered(pairs[0].Context.TrimEnd(), "Please choose the correct answer to the question: ", choices, gold, "Answer", "answer", pairs[0].Context);
+        return item with { ChoiceDelimiter = spaced ? " " : "" };
     }
 
     /// <summary>A generate-mode question in LLM-Adapters' commonsense style, with loglik context <paramref name="context"/>.</summary>

@@ -28,7 +28,7 @@ public static class Evaluator
         for (int i = 0; i < items.Count; i++)
         {
             var item = items[i];
-            var lls = score(item.Context!, item.Choices.Select(c => EvalItem.ChoiceDelimiter + c).ToList());
+            var lls = score(item.Context!, item.Choices.Select(c => item.ChoiceDelimiter + c).ToList());
             int best = ArgMax(lls);
             int bestNorm = ArgMax(lls.Select((ll, k) => ll / Math.Max(1, item.Choices[k].Length)).ToArray());
             bool right = best == item.GoldIndex;

@@ -67,4 +67,20 @@ public class EvalDataTests
         var verdict = GenerationJudge.Judge(EvalTasks.Get("squad"), squad[0], "ctx.\nmore text");
         Assert.Equal(1.0, verdict.ExactMatch);
     }
+
+    [Fact]
+    public void HarnessLogSamplesKeepTheHarnessStrings()
+    {
+        using var dir = new TempDir();
+        // A --log_samples line as lm-evaluation-harness writes it for piqa (shortened).
+        dir.Write("samples.jsonl", """{"doc_id": 0, "doc": {"goal": "g"}, "target": 1, "arguments": [["Question: g\nAnswer:", " sol one"], ["Question: g\nAnswer:", " sol two!"]], "resps": []}""");
+        var item = EvalData.Load(dir.File("samples.jsonl"), EvalTasks.Get("piqa"))[0];
+        Assert.Equal("Question: g\nAnswer:", item.Context);
+        Assert.Equal(["sol one", "sol two!"], item.Choices);   // the shared leading space is the delimiter
+        Assert.Equal(" ", item.ChoiceDelimiter);
+        Assert.Equal(1, item.GoldIndex);
+        var seen = new List<string>();
+        Evaluator.RunLoglik(EvalTasks.Get("piqa"), [item], (ctx, conts) => { seen.AddRange(conts); return [-1.0, -2.0]; });
+        Assert.Equal([" sol one", " sol two!"], seen);         // scored exactly as the harness requested
+    }
 }
