@@ -28,6 +28,7 @@ public static class Program
             DemoCommand.Create(),
             TrainCommand.Create(),
             QuantizeCommand.Create(),
+            BitDeltaCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
