@@ -111,9 +111,9 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long offset = cache?.Length ?? 0, t = ids.shape[1];
-        // Rows of different lengths in one cache (continuous batching) carry their own positions; padding slots clamp to 0.
+        // Left-padded rows (batched prompts, continuous batching) count positions from their first real token; padding clamps to 0.
         var rowPositions = cache?.Positions(t, ids.device)?.clamp_min(0);
-        long end = rowPositions is null ? offset + t : offset + t - cache!.RowPadding!.Min();
+        long end = rowPositions is null ? offset + t : offset + t - cache!.LeftPadding!.Min();
         if (end > wpe.weight.shape[0])
             throw new PeftSharpException($"sequence of {end} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
         var positions = rowPositions ?? arange(offset, offset + t, device: ids.device);

@@ -6,7 +6,7 @@ namespace PeftSharp.Models;
 /// Keys and values of past positions, one pair per layer, each [B, kvHeads, T, headDim]. Generation feeds
 /// only new tokens and attends over the cache. The cache owns its tensors; dispose it when done.
 /// <para>
-/// Rows of different lengths share one cache right-aligned: row r's first <see cref="RowPadding"/>[r] slots are
+/// Rows of different lengths share one cache right-aligned: row r's first <see cref="LeftPadding"/>[r] slots are
 /// padding. Then the models take each row's positions from <see cref="Positions"/> and callers pass
 /// <see cref="KeyMask"/> as the attention mask, so a row computes what it would alone (continuous batching:
 /// rows join with <see cref="AppendRows"/> and leave with <see cref="SelectRows"/> between decode steps).
@@ -30,8 +30,37 @@ public sealed class KvCache : IDisposable
     /// <summary>Rows in the cache (0 while empty).</summary>
     public long Rows => keys[0]?.shape[0] ?? 0;
 
-    /// <summary>Leading padding slots per row, or null when every row is unpadded.</summary>
-    public IReadOnlyList<long>? RowPadding => padding;
+    /// <summary>
+    /// Left-padding slots per batch row, or null when no row is padded: a left-padded batch of prompts (set by the
+    /// caller), or rows of different lengths joined by <see cref="AppendRows"/>. Each row's real tokens then take
+    /// positions counted from its own first real token (as transformers' generate derives position ids from the
+    /// attention mask).
+    /// </summary>
+    public long[]? LeftPadding
+    {
+        get => padding;
+        set => padding = value;
+    }
+
+    /// <summary>
+    /// A new cache holding these positions for <paramref name="rows"/> rows: this cache must hold one row, which
+    /// every row of the new one starts from (scoring several continuations of one prompt). The prompt's keys and
+    /// values are shared, not copied, until the new cache appends to them.
+    /// </summary>
+    public KvCache RepeatRows(long rows)
+    {
+        var copy = new KvCache(keys.Length);
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (keys[i] is not Tensor k || values[i] is not Tensor v) continue;
+            if (k.shape[0] != 1) throw new InvalidOperationException($"RepeatRows needs a one-row cache, this one has {k.shape[0]} rows");
+            copy.keys[i] = k.expand(rows, -1, -1, -1);
+            copy.values[i] = v.expand(rows, -1, -1, -1);
+            copy.keys[i]!.DetachFromDisposeScope();
+            copy.values[i]!.DetachFromDisposeScope();
+        }
+        return copy;
+    }
 
     /// <summary>Appends this step's keys/values for a layer and returns the full keys/values to attend over.</summary>
     public (Tensor keys, Tensor values) Append(int layer, Tensor k, Tensor v)
