@@ -55,32 +55,34 @@ public static class FlagRanges
     /// </summary>
     public static T Check<T>(Option<T> option, T value)
     {
-        if (Error(option, value) is string message) throw new PeftSharpException(message);
+        if (Violation(option, value) is string message) throw new PeftSharpException(message);
         return value;
+    }
+
+    /// <summary>The one-line complaint if <paramref name="value"/> breaks <paramref name="option"/>'s range, else null.</summary>
+    public static string? Violation(Option option, object? value)
+    {
+        if (!Ranges.TryGetValue(option, out var range) || ToDouble(value) is not double v || range.Contains(v)) return null;
+        var type = Nullable.GetUnderlyingType(option.ValueType) ?? option.ValueType;
+        bool integer = type == typeof(int) || type == typeof(long) || type == typeof(short);
+        return $"{option.Name}: expected {range.Describe(integer)}, got {Convert.ToString(value, CultureInfo.InvariantCulture)}";
     }
 
     static Option<T> Add<T>(Option<T> option, Range range)
     {
-        if (ToDouble(default(T)) is null && Nullable.GetUnderlyingType(typeof(T)) is null)
+        var type = Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T);
+        if (!(type == typeof(int) || type == typeof(long) || type == typeof(short) || type == typeof(double) || type == typeof(float) || type == typeof(decimal)))
             throw new ArgumentException($"{option.Name}: a range needs a numeric option, not {typeof(T).Name}");
         Ranges.AddOrUpdate(option, range);
         option.Validators.Add(result =>
         {
             if (result.Tokens.Count == 0) return; // a default value: valid by construction
-            if (Error(option, result.GetValueOrDefault<T>()) is string message) result.AddError(message);
+            if (Violation(option, result.GetValueOrDefault<T>()) is string message) result.AddError(message);
         });
         return option;
     }
 
-    static string? Error<T>(Option<T> option, T value)
-    {
-        if (!Ranges.TryGetValue(option, out var range) || ToDouble(value) is not double v || range.Contains(v)) return null;
-        var type = Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T);
-        bool integer = type == typeof(int) || type == typeof(long) || type == typeof(short);
-        return $"{option.Name}: expected {range.Describe(integer)}, got {Convert.ToString(value, CultureInfo.InvariantCulture)}";
-    }
-
-    static double? ToDouble<T>(T value) => value switch
+    static double? ToDouble(object? value) => value switch
     {
         int i => i,
         long l => l,
