@@ -101,7 +101,10 @@ public class CommandLineHardeningTests
         var outDir = Path.Combine(TinyCheckpoints.NewTempDirectory(), "adapter");
 
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.Environment["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1";
+        // Without GLIBC_TUNABLES the tool restarts itself with it (HugePages.cs): the signal goes to the parent, as
+        // `docker stop` sends it to PID 1, and must reach the training child.
+        info.Environment.Remove("GLIBC_TUNABLES");
+        info.Environment.Remove("PEFTSHARP_NO_HUGEPAGES");
         foreach (var a in new[] { CliRunner.DllPath, "train", "--model", dir, "--data", Path.Combine(dir, "data.txt"), "--out", outDir,
                                   "--steps", "1000000", "--batch-size", "1", "--seq-len", "16", "--json" })
             info.ArgumentList.Add(a);
