@@ -25,6 +25,7 @@ public static class Program
             DemoCommand.Create(),
             TrainCommand.Create(),
             QuantizeCommand.Create(),
+            BitDeltaCommand.Create(),
             TokenizeCommand.Create(),
             CompletionCommand.Create(),
         };
