@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace PeftSharp.Cli;
 
@@ -12,6 +13,9 @@ namespace PeftSharp.Cli;
 public static class HugePages
 {
     const string Tunable = "glibc.malloc.hugetlb=1";
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    static extern int Kill(int pid, int signal);
 
     /// <summary>Returns the child's exit code when the process was re-executed, or null to carry on here.</summary>
     public static int? ReexecIfNeeded(string[] args)
@@ -32,6 +36,12 @@ public static class HugePages
             if (child is null) return null;
             // Ctrl+C reaches both processes; the child handles it (checkpoints), the parent just waits.
             Console.CancelKeyPress += (_, e) => e.Cancel = true;
+            // SIGTERM is sent to this process only (docker stop, Kubernetes): pass it on, so the child checkpoints and exits.
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+            {
+                context.Cancel = true;
+                if (!child.HasExited) _ = Kill(child.Id, 15);
+            });
             child.WaitForExit();
             return child.ExitCode;
         }

@@ -39,10 +39,10 @@ public sealed class ModelSession : IDisposable
         return names;
     }
 
-    public static Option<int?> RankOption() => new("--rank")
+    public static Option<int?> RankOption() => new Option<int?>("--rank")
     {
         Description = "run the adapters at rank b ≤ r (DyLoRA: first b components, scaling α/b)",
-    };
+    }.AtLeast(1);
 
     public static ModelSession Load(string modelDir, IReadOnlyList<string> adapterDirs, ScalarType dtype, Device device, int? rank = null,
                                     Quantization.BitsAndBytesConfig? quantization = null)

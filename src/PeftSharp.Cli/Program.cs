@@ -30,8 +30,20 @@ public static class Program
             QuantizeCommand.Create(),
             ServeCommand.Create(),
             BitDeltaCommand.Create(),
+            TokenizeCommand.Create(),
+            CompletionCommand.Create(),
         };
+        root.HelpName = "peftsharp"; // usage lines say what users type, not the assembly name (PeftSharp.Cli)
         var parse = root.Parse(args);
+        // A mistake on the command line (unknown flag, a value out of its range...): one line, exit code 1.
+        if (parse.Errors.Count > 0 && parse.Action is System.CommandLine.Invocation.ParseErrorAction)
+        {
+            var names = new List<string>();
+            for (var r = parse.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+                if (r.Command is not RootCommand) names.Insert(0, r.Command.Name);
+            Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see: {string.Join(' ', ["peftsharp", .. names, "--help"])})");
+            return 1;
+        }
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
     }
 }

@@ -18,7 +18,7 @@ public sealed class QuantizationOptions
     };
     public Option<string?> QuantType { get; } = new("--quant-type") { Description = "4-bit data type: nf4 (default) or fp4" };
     public Option<bool> DoubleQuant { get; } = new("--double-quant") { Description = "also quantize the absmax constants (8-bit, blocks of 256): 4.127 instead of 4.5 bits per weight" };
-    public Option<int?> BlockSize { get; } = new("--blocksize") { Description = "weights per absmax block: 32, 64 (default), 128, ... 4096" };
+    public Option<int?> BlockSize { get; } = new Option<int?>("--blocksize") { Description = "weights per absmax block: 32, 64 (default), 128, ... 4096" }.InRange(32, 4096);
     public Option<string?> ComputeDType { get; } = new("--compute-dtype")
     {
         Description = "dtype 4-bit layers dequantize to and multiply in: bfloat16 or float32 (default: the folder's, else --dtype)",

@@ -23,10 +23,10 @@ public static class BitDeltaCommand
         var finetuned = new Option<string>("--finetuned") { Description = "the fully fine-tuned model folder (same architecture)", Required = true };
         var outDir = new Option<string>("--out") { Description = "new folder for the delta", Required = true };
         var calibration = new Option<string?>("--calibration") { Description = "text file to distil the scales on (without it, scales stay mean |Δ|)" };
-        var steps = new Option<int>("--steps") { Description = "distillation steps", DefaultValueFactory = _ => 100 };
-        var batchSize = new Option<int>("--batch-size") { Description = "sequences per distillation step", DefaultValueFactory = _ => 4 };
-        var maxLength = new Option<int>("--max-length") { Description = "tokens per calibration sequence", DefaultValueFactory = _ => 128 };
-        var lr = new Option<double>("--lr") { Description = "distillation learning rate (AdamW, cosine schedule)", DefaultValueFactory = _ => 1e-4 };
+        var steps = new Option<int>("--steps") { Description = "distillation steps", DefaultValueFactory = _ => 100 }.AtLeast(1);
+        var batchSize = new Option<int>("--batch-size") { Description = "sequences per distillation step", DefaultValueFactory = _ => 4 }.AtLeast(1);
+        var maxLength = new Option<int>("--max-length") { Description = "tokens per calibration sequence", DefaultValueFactory = _ => 128 }.AtLeast(2);
+        var lr = new Option<double>("--lr") { Description = "distillation learning rate (AdamW, cosine schedule)", DefaultValueFactory = _ => 1e-4 }.Above(0);
         var dtype = CliOptions.DType();
         var json = CliOptions.Json();
         var command = new Command("compress", "compress a fine-tuned model against its base: packed signs + one scale per matrix")

@@ -27,11 +27,11 @@ public static class CombineCommand
             Description = $"how to combine: {string.Join(", ", WeightedAdapters.CombinationTypes)}",
             DefaultValueFactory = _ => "svd",
         };
-        var density = new Option<double?>("--density") { Description = "fraction of entries kept, in (0, 1], for ties, dare_*, magnitude_prune and their _svd forms" };
+        var density = new Option<double?>("--density") { Description = "fraction of entries kept, in (0, 1], for ties, dare_*, magnitude_prune and their _svd forms" }.InRange(0, 1, minInclusive: false);
         var sign = new Option<string>("--majority-sign-method") { Description = "TIES' sign election: total or frequency", DefaultValueFactory = _ => "total" };
-        var svdRank = new Option<int?>("--svd-rank") { Description = "rank of the result for the _svd types (default: the largest source rank)" };
-        var svdClamp = new Option<double?>("--svd-clamp") { Description = "clamp the SVD factors at this quantile of their entries, in (0, 1]" };
-        var seed = new Option<long?>("--seed") { Description = "seed for DARE's random masks (default: a fresh one each run)" };
+        var svdRank = new Option<int?>("--svd-rank") { Description = "rank of the result for the _svd types (default: the largest source rank)" }.AtLeast(1);
+        var svdClamp = new Option<double?>("--svd-clamp") { Description = "clamp the SVD factors at this quantile of their entries, in (0, 1]" }.InRange(0, 1, minInclusive: false);
+        var seed = new Option<long?>("--seed") { Description = "seed for DARE's random masks (default: a fresh one each run)" }.AtLeast(0);
         var outDir = new Option<string>("--out") { Description = "new folder for the combined adapter", Required = true };
         var json = CliOptions.Json();
         var command = new Command("combine", "combine LoRA adapters into one (PEFT's add_weighted_adapter)")
@@ -50,9 +50,6 @@ public static class CombineCommand
             throw new PeftSharpException($"--weights: {weights.Count} weight(s) for {adapterDirs.Length} --adapter folder(s); give one per adapter");
         if (!WeightedAdapters.CombinationTypes.Contains(type))
             throw new PeftSharpException($"--combination-type: expected one of {string.Join(", ", WeightedAdapters.CombinationTypes)}, got \"{type}\"");
-        if (density is not null && density is not (> 0 and <= 1)) throw new PeftSharpException($"--density: expected a value in (0, 1], got {density}");
-        if (svdRank is < 1) throw new PeftSharpException($"--svd-rank: expected a whole number ≥ 1, got {svdRank}");
-        if (svdClamp is not null && svdClamp is not (> 0 and <= 1)) throw new PeftSharpException($"--svd-clamp: expected a quantile in (0, 1], got {svdClamp}");
         var sign = signText switch
         {
             "total" => MajoritySign.Total,

@@ -12,7 +12,7 @@ public static class EvalCommand
     {
         var model = CliOptions.Model();
         var text = new Option<string>("--text") { Description = "UTF-8 text file to score", Required = true };
-        var context = new Option<int?>("--context") { Description = "window length in tokens (default: the model's context)" };
+        var context = new Option<int?>("--context") { Description = "window length in tokens (default: the model's context)" }.AtLeast(2);
         var dtype = CliOptions.DType();
         var device = CliOptions.DeviceOption();
         var json = CliOptions.Json();

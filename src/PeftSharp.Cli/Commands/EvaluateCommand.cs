@@ -25,9 +25,9 @@ public static class EvaluateCommand
             DefaultValueFactory = _ => [],
         };
         var mode = new Option<string>("--mode") { Description = "generate (LLM-Adapters' prompt and answer extraction, greedy) or loglik (lm-evaluation-harness acc / acc_norm)", DefaultValueFactory = _ => "generate" };
-        var limit = new Option<int?>("--limit") { Description = "evaluate only the first N items of each task" };
-        var batchSize = new Option<int>("--batch-size") { Description = "prompts generated together (left-padded)", DefaultValueFactory = _ => 8 };
-        var maxNew = new Option<int?>("--max-new-tokens") { Description = "generation length (default: 32 for commonsense and reading tasks, 256 for math, as LLM-Adapters)" };
+        var limit = new Option<int?>("--limit") { Description = "evaluate only the first N items of each task" }.AtLeast(1);
+        var batchSize = new Option<int>("--batch-size") { Description = "prompts generated together (left-padded)", DefaultValueFactory = _ => 8 }.AtLeast(1);
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "generation length (default: 32 for commonsense and reading tasks, 256 for math, as LLM-Adapters)" }.AtLeast(1);
         var output = new Option<string?>("--output") { Description = "write one JSON object per item to this JSONL file" };
         var predictions = new Option<string?>("--predictions") { Description = "score these generations ({\"generation\": ...} per line, in data order) instead of running a model" };
         var report = new Option<string?>("--report") { Description = "write a markdown report to this .md file and a bar chart beside it (.png)" };

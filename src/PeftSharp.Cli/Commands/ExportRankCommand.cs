@@ -9,7 +9,7 @@ public static class ExportRankCommand
     public static Command Create()
     {
         var adapter = new Option<string>("--adapter") { Description = "DyLoRA (or LoRA) adapter folder", Required = true };
-        var rank = new Option<int>("--rank") { Description = "rank b of the exported adapter (1..r)", Required = true };
+        var rank = new Option<int>("--rank") { Description = "rank b of the exported adapter (1..r)", Required = true }.AtLeast(1);
         var outDir = new Option<string>("--out") { Description = "new folder for the rank-b adapter", Required = true };
         var json = CliOptions.Json();
         var command = new Command("export-rank", "write a plain PEFT LoRA adapter of rank b (first b components, scaling α/b)") { adapter, rank, outDir, json };

@@ -18,10 +18,10 @@ public static class GenerateCommand
     {
         var model = CliOptions.Model();
         var prompt = new Option<string>("--prompt") { Description = "text to continue", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "tokens to generate at most", DefaultValueFactory = _ => 64 };
-        var temperature = new Option<double>("--temperature") { Description = "sampling temperature; 0 = greedy", DefaultValueFactory = _ => 0.0 };
-        var topP = new Option<double>("--top-p") { Description = "nucleus sampling: keep the most likely tokens up to this probability mass", DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<int>("--seed") { Description = "random seed for sampling", DefaultValueFactory = _ => 0 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "tokens to generate at most", DefaultValueFactory = _ => 64 }.AtLeast(0);
+        var temperature = new Option<double>("--temperature") { Description = "sampling temperature; 0 = greedy", DefaultValueFactory = _ => 0.0 }.AtLeast(0);
+        var topP = new Option<double>("--top-p") { Description = "nucleus sampling: keep the most likely tokens up to this probability mass", DefaultValueFactory = _ => 1.0 }.InRange(0, 1, minInclusive: false);
+        var seed = new Option<int>("--seed") { Description = "random seed for sampling", DefaultValueFactory = _ => 0 }.AtLeast(0);
         var chat = new Option<bool>("--chat") { Description = "treat --prompt as a user message and format it with the tokenizer's chat template" };
         var system = new Option<string?>("--system") { Description = "a system message before the user message (with --chat)" };
         var dtype = CliOptions.DType();
@@ -42,9 +42,6 @@ public static class GenerateCommand
 
     static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
     {
-        if (options.MaxNewTokens < 0) throw new PeftSharpException($"--max-new-tokens: expected a non-negative count, got {options.MaxNewTokens}");
-        if (options.Temperature < 0) throw new PeftSharpException($"--temperature: expected ≥ 0, got {options.Temperature}");
-        if (options.TopP is <= 0 or > 1) throw new PeftSharpException($"--top-p: expected a value in (0, 1], got {options.TopP}");
         if (system is not null && !chat) throw new PeftSharpException("--system: only meaningful with --chat");
         var dtype = CliOptions.ParseDType(dtypeName);
         var device = CliOptions.ParseDevice(deviceName);

@@ -23,12 +23,12 @@ public static class LoraHubCommand
         adapters.Description = "a LoRA module trained on another task (all of one r and lora_alpha); repeat for each";
         adapters.Required = true;
         var data = new Option<string>("--data") { Description = "a few examples of the new task (JSONL as train reads it, or plain text)", Required = true };
-        var budget = new Option<int>("--budget") { Description = "number of loss evaluations for the search", DefaultValueFactory = _ => 40 };
-        var l1 = new Option<double>("--l1") { Description = "L1 penalty on the weights, α·mean|wᵢ|", DefaultValueFactory = _ => 0.05 };
-        var bound = new Option<double>("--bound") { Description = "each weight is searched in [-bound, bound]", DefaultValueFactory = _ => 1.5 };
-        var seed = new Option<long>("--seed") { Description = "seed of the search", DefaultValueFactory = _ => 0 };
-        var maxLength = new Option<int>("--max-length") { Description = "tokens per example (longer ones are cut)", DefaultValueFactory = _ => 512 };
-        var batchSize = new Option<int>("--batch-size") { Description = "examples per forward pass", DefaultValueFactory = _ => 8 };
+        var budget = new Option<int>("--budget") { Description = "number of loss evaluations for the search", DefaultValueFactory = _ => 40 }.AtLeast(1);
+        var l1 = new Option<double>("--l1") { Description = "L1 penalty on the weights, α·mean|wᵢ|", DefaultValueFactory = _ => 0.05 }.AtLeast(0);
+        var bound = new Option<double>("--bound") { Description = "each weight is searched in [-bound, bound]", DefaultValueFactory = _ => 1.5 }.Above(0);
+        var seed = new Option<long>("--seed") { Description = "seed of the search", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        var maxLength = new Option<int>("--max-length") { Description = "tokens per example (longer ones are cut)", DefaultValueFactory = _ => 512 }.AtLeast(2);
+        var batchSize = new Option<int>("--batch-size") { Description = "examples per forward pass", DefaultValueFactory = _ => 8 }.AtLeast(1);
         var dtype = CliOptions.DType();
         var outDir = new Option<string>("--out") { Description = "new folder for the composed adapter", Required = true };
         var json = CliOptions.Json();
@@ -43,11 +43,6 @@ public static class LoraHubCommand
     static int Run(string modelDir, string[] adapterDirs, string dataPath, int budget, double l1, double bound, long seed, int maxLength,
                    int batchSize, string dtypeName, string outDir, bool json)
     {
-        if (budget < 1) throw new PeftSharpException($"--budget: expected a whole number ≥ 1, got {budget}");
-        if (!(l1 >= 0)) throw new PeftSharpException($"--l1: expected a value ≥ 0, got {l1}");
-        if (!(bound > 0)) throw new PeftSharpException($"--bound: expected a value > 0, got {bound}");
-        if (maxLength < 2) throw new PeftSharpException($"--max-length: expected a whole number ≥ 2, got {maxLength}");
-        if (batchSize < 1) throw new PeftSharpException($"--batch-size: expected a whole number ≥ 1, got {batchSize}");
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         foreach (var dir in adapterDirs)

@@ -20,10 +20,10 @@ public static class MergeModelsCommand
         };
         var weights = new Option<string>("--weights") { Description = "one weight per --model, comma-separated (default: 1 each)" };
         var method = new Option<string>("--method") { Description = $"merge method: {string.Join(", ", CheckpointMerging.Methods)}", DefaultValueFactory = _ => "ties" };
-        var density = new Option<double>("--density") { Description = "fraction of each task vector kept, in (0, 1] (ties, dare_*)", DefaultValueFactory = _ => 1.0 };
+        var density = new Option<double>("--density") { Description = "fraction of each task vector kept, in (0, 1] (ties, dare_*)", DefaultValueFactory = _ => 1.0 }.InRange(0, 1, minInclusive: false);
         var normalize = new Option<bool?>("--normalize") { Description = "divide by the weights that contributed (default: true for ties, false otherwise, as mergekit)" };
         var rescale = new Option<bool?>("--rescale") { Description = "divide DARE's survivors by the density (default: true for dare_*, as mergekit)" };
-        var seed = new Option<long?>("--seed") { Description = "seed for DARE's random masks" };
+        var seed = new Option<long?>("--seed") { Description = "seed for DARE's random masks" }.AtLeast(0);
         var outDir = new Option<string>("--out") { Description = "new folder for the merged model", Required = true };
         var json = CliOptions.Json();
         var command = new Command("merge-models", "merge fine-tuned checkpoints of one base (task arithmetic, TIES, DARE, as mergekit)")
@@ -42,7 +42,6 @@ public static class MergeModelsCommand
             throw new PeftSharpException($"--weights: {weights.Count} weight(s) for {modelDirs.Length} --model folder(s); give one per model");
         if (!CheckpointMerging.Methods.Contains(method))
             throw new PeftSharpException($"--method: expected one of {string.Join(", ", CheckpointMerging.Methods)}, got \"{method}\"");
-        if (density is not (> 0 and <= 1)) throw new PeftSharpException($"--density: expected a value in (0, 1], got {density}");
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
         var options = new CheckpointMerging.Options(method, weights, density, normalize, rescale, seed);

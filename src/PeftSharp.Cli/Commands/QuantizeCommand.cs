@@ -20,7 +20,7 @@ public static class QuantizeCommand
         var outDir = new Option<string>("--out") { Description = "new folder for the quantized model", Required = true };
         var quantType = new Option<string>("--quant-type") { Description = "nf4 or fp4", DefaultValueFactory = _ => "nf4" };
         var doubleQuant = new Option<bool>("--double-quant") { Description = "also quantize the absmax constants (4.127 instead of 4.5 bits per weight)" };
-        var blockSize = new Option<int>("--blocksize") { Description = "weights per absmax block: 32, 64, 128, ... 4096", DefaultValueFactory = _ => 64 };
+        var blockSize = new Option<int>("--blocksize") { Description = "weights per absmax block: 32, 64, 128, ... 4096", DefaultValueFactory = _ => 64 }.InRange(32, 4096);
         var computeDType = new Option<string>("--compute-dtype") { Description = "bnb_4bit_compute_dtype recorded in config.json: float32 or bfloat16", DefaultValueFactory = _ => "float32" };
         var json = CliOptions.Json();
         var command = new Command("quantize", "write a 4-bit (bitsandbytes format) copy of a model folder") { model, outDir, quantType, doubleQuant, blockSize, computeDType, json };

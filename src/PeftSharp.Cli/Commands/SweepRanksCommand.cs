@@ -19,9 +19,9 @@ public static class SweepRanksCommand
         var model = CliOptions.Model();
         var adapter = new Option<string>("--adapter") { Description = "adapter folder", Required = true };
         var text = new Option<string>("--text") { Description = "held-out text file to score", Required = true };
-        var tolerance = new Option<double>("--tolerance") { Description = "pick the smallest rank whose NLL is within this many nats of the best", DefaultValueFactory = _ => 0.01 };
+        var tolerance = new Option<double>("--tolerance") { Description = "pick the smallest rank whose NLL is within this many nats of the best", DefaultValueFactory = _ => 0.01 }.AtLeast(0);
         var plot = new Option<string?>("--plot") { Description = "PNG file for the loss-vs-rank plot (default: rank-sweep.png beside the adapter)" };
-        var context = new Option<int?>("--context") { Description = "scoring window in tokens (default: the model's context)" };
+        var context = new Option<int?>("--context") { Description = "scoring window in tokens (default: the model's context)" }.AtLeast(2);
         var dtype = CliOptions.DType();
         var json = CliOptions.Json();
         var command = new Command("sweep-ranks", "evaluate an adapter at every rank and pick the smallest good one") { model, adapter, text, tolerance, plot, context, dtype, json };

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using PeftSharp.Models;
 using PeftSharp.Peft;
@@ -34,38 +35,38 @@ public static class TrainCommand
         public Option<string> Data = new("--data") { Description = "training data: plain text, or .jsonl (instruction/input/output, prompt/completion, messages, or text)", Required = true };
         public Option<string> Out = new("--out") { Description = "output folder: the adapter, checkpoints, metrics.jsonl, loss.png", Required = true };
         public Option<string> Method = new("--method") { Description = "lora, dora, dylora or adalora", DefaultValueFactory = _ => "lora" };
-        public Option<int> R = new("--r") { Description = "LoRA rank (DyLoRA: the largest rank)", DefaultValueFactory = _ => 8 };
-        public Option<double> Alpha = new("--alpha") { Description = "lora_alpha", DefaultValueFactory = _ => 16 };
-        public Option<double> Dropout = new("--dropout") { Description = "lora_dropout", DefaultValueFactory = _ => 0.0 };
+        public Option<int> R = new Option<int>("--r") { Description = "LoRA rank (DyLoRA: the largest rank)", DefaultValueFactory = _ => 8 }.AtLeast(1);
+        public Option<double> Alpha = new Option<double>("--alpha") { Description = "lora_alpha", DefaultValueFactory = _ => 16 }.Above(0);
+        public Option<double> Dropout = new Option<double>("--dropout") { Description = "lora_dropout", DefaultValueFactory = _ => 0.0 }.InRange(0, 1, maxInclusive: false);
         public Option<string?> Target = new("--target") { Description = "comma-separated target modules, or all-linear (default: PEFT's for the model type)" };
         public Option<bool> RsLora = new("--rslora") { Description = "scale by α/√r (rsLoRA)" };
-        public Option<long?> Steps = new("--steps") { Description = "optimizer steps (overrides --epochs)" };
-        public Option<int> Epochs = new("--epochs") { DefaultValueFactory = _ => 1 };
-        public Option<double> Lr = new("--lr") { Description = "learning rate", DefaultValueFactory = _ => 2e-4 };
-        public Option<double> WeightDecay = new("--weight-decay") { Description = "AdamW weight decay (matrices only)", DefaultValueFactory = _ => 0.0 };
+        public Option<long?> Steps = new Option<long?>("--steps") { Description = "optimizer steps (overrides --epochs)" }.AtLeast(1);
+        public Option<int> Epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 1 }.AtLeast(1);
+        public Option<double> Lr = new Option<double>("--lr") { Description = "learning rate", DefaultValueFactory = _ => 2e-4 }.Above(0);
+        public Option<double> WeightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay (matrices only)", DefaultValueFactory = _ => 0.0 }.AtLeast(0);
         public Option<string> Schedule = new("--schedule") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
-        public Option<double> WarmupRatio = new("--warmup-ratio") { DefaultValueFactory = _ => 0.03 };
-        public Option<int> BatchSize = new("--batch-size") { DefaultValueFactory = _ => 4 };
-        public Option<int> GradAccum = new("--grad-accum") { DefaultValueFactory = _ => 1 };
-        public Option<int> SeqLen = new("--seq-len") { Description = "block size for text; cut-off for instruction examples", DefaultValueFactory = _ => 512 };
-        public Option<double> MaxGradNorm = new("--max-grad-norm") { DefaultValueFactory = _ => 1.0 };
+        public Option<double> WarmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.03 }.InRange(0, 1);
+        public Option<int> BatchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4 }.AtLeast(1);
+        public Option<int> GradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1 }.AtLeast(1);
+        public Option<int> SeqLen = new Option<int>("--seq-len") { Description = "block size for text; cut-off for instruction examples", DefaultValueFactory = _ => 512 }.AtLeast(2);
+        public Option<double> MaxGradNorm = new Option<double>("--max-grad-norm") { DefaultValueFactory = _ => 1.0 }.AtLeast(0);
         public Option<string> DType = CliOptions.DType();
         public Option<string?> EvalData = new("--eval-data") { Description = "validation file (else --val-split of the training data)" };
-        public Option<double> ValSplit = new("--val-split") { Description = "fraction of the data held out for validation when no --eval-data (0: none)", DefaultValueFactory = _ => 0.0 };
-        public Option<long> EvalSteps = new("--eval-steps") { Description = "evaluate every N steps (0: at the end only)", DefaultValueFactory = _ => 0 };
-        public Option<long> SaveSteps = new("--save-steps") { Description = "checkpoint every N steps (0: at the end only)", DefaultValueFactory = _ => 0 };
-        public Option<int> Seed = new("--seed") { DefaultValueFactory = _ => 42 };
-        public Option<double?> LoraPlusRatio = new("--lora-plus-ratio") { Description = "LoRA+: learning rate of B = ratio × lr" };
+        public Option<double> ValSplit = new Option<double>("--val-split") { Description = "fraction of the data held out for validation when no --eval-data (0: none)", DefaultValueFactory = _ => 0.0 }.InRange(0, 1, maxInclusive: false);
+        public Option<long> EvalSteps = new Option<long>("--eval-steps") { Description = "evaluate every N steps (0: at the end only)", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        public Option<long> SaveSteps = new Option<long>("--save-steps") { Description = "checkpoint every N steps (0: at the end only)", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        public Option<int> Seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 }.AtLeast(0);
+        public Option<double?> LoraPlusRatio = new Option<double?>("--lora-plus-ratio") { Description = "LoRA+: learning rate of B = ratio × lr" }.Above(0);
         public Option<bool> GradientCheckpointing = new("--gradient-checkpointing") { Description = "recompute activations in backward to save memory" };
-        public Option<int> RankMin = new("--rank-min") { Description = "DyLoRA: smallest rank sampled", DefaultValueFactory = _ => 1 };
+        public Option<int> RankMin = new Option<int>("--rank-min") { Description = "DyLoRA: smallest rank sampled", DefaultValueFactory = _ => 1 }.AtLeast(1);
         public Option<string> RankDistribution = new("--rank-distribution") { Description = "DyLoRA: uniform or geometric", DefaultValueFactory = _ => "uniform" };
         public Option<bool> NotFrozen = new("--dylora-not-frozen") { Description = "DyLoRA: train all of the first b components (default: only component b)" };
-        public Option<int> TargetR = new("--target-r") { Description = "AdaLoRA: average rank per layer after pruning (target_r)", DefaultValueFactory = _ => 8 };
-        public Option<int> InitR = new("--init-r") { Description = "AdaLoRA: initial rank of every layer (init_r)", DefaultValueFactory = _ => 12 };
-        public Option<int> Tinit = new("--tinit") { Description = "AdaLoRA: steps before pruning starts", DefaultValueFactory = _ => 0 };
-        public Option<int> Tfinal = new("--tfinal") { Description = "AdaLoRA: last steps, trained with the final ranks fixed", DefaultValueFactory = _ => 0 };
-        public Option<int> DeltaT = new("--delta-t") { Description = "AdaLoRA: steps between two rank allocations", DefaultValueFactory = _ => 1 };
-        public Option<double> OrthRegWeight = new("--orth-reg-weight") { Description = "AdaLoRA: weight of the orthogonal regulariser", DefaultValueFactory = _ => 0.5 };
+        public Option<int> TargetR = new Option<int>("--target-r") { Description = "AdaLoRA: average rank per layer after pruning (target_r)", DefaultValueFactory = _ => 8 }.AtLeast(1);
+        public Option<int> InitR = new Option<int>("--init-r") { Description = "AdaLoRA: initial rank of every layer (init_r)", DefaultValueFactory = _ => 12 }.AtLeast(1);
+        public Option<int> Tinit = new Option<int>("--tinit") { Description = "AdaLoRA: steps before pruning starts", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        public Option<int> Tfinal = new Option<int>("--tfinal") { Description = "AdaLoRA: last steps, trained with the final ranks fixed", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        public Option<int> DeltaT = new Option<int>("--delta-t") { Description = "AdaLoRA: steps between two rank allocations", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        public Option<double> OrthRegWeight = new Option<double>("--orth-reg-weight") { Description = "AdaLoRA: weight of the orthogonal regulariser", DefaultValueFactory = _ => 0.5 }.AtLeast(0);
         public Option<bool> Resume = new("--resume") { Description = "continue from the newest checkpoint in --out" };
         public Option<string?> Config = new("--config") { Description = "JSON file with defaults for any of these options (e.g. {\"r\": 16, \"lr\": 1e-4})" };
         public Option<bool> Json = CliOptions.Json();
@@ -80,6 +81,7 @@ public static class TrainCommand
     {
         var s = new TrainSettings(parse, parse.GetValue(o.Config));
         foreach (var unknown in s.UnknownKeys(o.All)) throw new PeftSharpException($"--config: unknown key \"{unknown}\"");
+        s.ValidateAll(o.All);
         string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), method = s.Get(o.Method).ToLowerInvariant();
         if (method is not ("lora" or "dora" or "dylora" or "adalora")) throw new PeftSharpException($"--method: expected lora, dora, dylora or adalora, got \"{method}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
@@ -181,6 +183,15 @@ public static class TrainCommand
             Console.Error.WriteLine("\ninterrupted: saving a checkpoint...");
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (docker stop, Kubernetes, batch schedulers) is handled as Ctrl+C: checkpoint, then exit 143 (128 + 15).
+        bool terminated = false;
+        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true; // keep running until the checkpoint is written
+            terminated = true;
+            cancel.Cancel();
+            Console.Error.WriteLine("\nSIGTERM: saving a checkpoint...");
+        });
         TrainingResult result;
         try
         {
@@ -239,6 +250,6 @@ public static class TrainCommand
                 tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
                 adapter_dir = outDir,
             });
-        return result.Cancelled ? 130 : 0;
+        return !result.Cancelled ? 0 : terminated ? 143 : 130;
     }
 }

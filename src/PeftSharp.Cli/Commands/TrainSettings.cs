@@ -27,7 +27,7 @@ public sealed class TrainSettings
         }
         catch (JsonException e)
         {
-            throw new PeftSharpException($"--config {configPath}: not valid JSON ({e.Message.Split('\n')[0]})");
+            throw PeftSharp.IO.JsonErrors.Invalid($"--config {configPath}", e);
         }
     }
 
@@ -37,16 +37,44 @@ public sealed class TrainSettings
         string key = option.Name.TrimStart('-').Replace('-', '_');
         if ((result is null || result.Implicit) && file.TryGetValue(key, out var value))
         {
+            T read;
             try
             {
-                return value.Deserialize<T>() ?? throw new JsonException("null");
+                read = value.Deserialize<T>() ?? throw new JsonException("null");
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
             {
                 throw new PeftSharpException($"--config {configPath}: \"{key}\" must be {typeof(T).Name} ({value.GetRawText()} given)");
             }
+            if (FlagRanges.Violation(option, read) is string problem)
+                throw new PeftSharpException($"--config {configPath}: \"{key}\" ({problem})");
+            return read;
         }
         return parse.GetValue(option)!;
+    }
+
+    /// <summary>
+    /// Reads every option once, so that a value of the wrong type or out of its range (<see cref="FlagRanges"/>), from the
+    /// command line or the file, is reported before any work starts.
+    /// </summary>
+    public void ValidateAll(IEnumerable<Option> options)
+    {
+        foreach (var option in options)
+        {
+            string key = option.Name.TrimStart('-').Replace('-', '_');
+            var result = parse.GetResult(option);
+            if ((result is null || result.Implicit) && file.TryGetValue(key, out var value))
+            {
+                object? read;
+                try { read = value.Deserialize(option.ValueType); }
+                catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NotSupportedException)
+                {
+                    throw new PeftSharpException($"--config {configPath}: \"{key}\" must be {option.ValueType.Name} ({value.GetRawText()} given)");
+                }
+                if (FlagRanges.Violation(option, read) is string problem)
+                    throw new PeftSharpException($"--config {configPath}: \"{key}\" ({problem})");
+            }
+        }
     }
 
     /// <summary>Keys in the file that name no option: reported so typos do not go unnoticed.</summary>

@@ -22,7 +22,7 @@ public static class DemoCommand
         var outDir = new Option<string>("--out") { Description = "folder for the report, plot and adapters", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var cache = new Option<string>("--cache") { Description = "folder where the trained base model is kept between runs", DefaultValueFactory = _ => Path.Combine(".cache", "demo") };
         var scale = new Option<string>("--scale") { Description = "full (default, a few minutes) or tiny (seconds, for smoke tests)", DefaultValueFactory = _ => "full" };
-        var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 1234 };
+        var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 1234 }.AtLeast(0);
         var json = CliOptions.Json();
         var command = new Command("demo", "train a small base model on Tiny Shakespeare, then show what LoRA adapters do") { outDir, cache, scale, seed, json };
         command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(outDir)!, parse.GetValue(cache)!, DemoScale.Parse(parse.GetValue(scale)!), (ulong)parse.GetValue(seed), parse.GetValue(json))));

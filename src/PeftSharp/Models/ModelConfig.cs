@@ -101,7 +101,7 @@ public sealed class ModelConfig
             throw new PeftSharpException($"{path}: not found (a model folder needs config.json)");
         ModelConfig? config;
         try { config = JsonSerializer.Deserialize<ModelConfig>(File.ReadAllText(path)); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        catch (JsonException e) { throw PeftSharp.IO.JsonErrors.Invalid(path, e); }
         if (config is null) throw new PeftSharpException($"{path}: expected a JSON object");
         config.SourcePath = path;
         config.Validate();

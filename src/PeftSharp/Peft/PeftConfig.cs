@@ -146,7 +146,7 @@ public abstract class PeftConfig
         }
         catch (JsonException ex)
         {
-            throw new PeftSharpException($"{source}: not valid JSON ({OneLine(ex.Message)})", ex);
+            throw PeftSharp.IO.JsonErrors.Invalid(source, ex);
         }
     }
 

@@ -8,8 +8,10 @@ namespace PeftSharp.Tokenization;
 internal enum SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous }
 
 /// <summary>One regex split step of a Hugging Face pre-tokenizer pipeline.</summary>
-internal sealed class SplitStep(Regex pattern, SplitBehavior behavior)
+internal sealed class SplitStep(Regex regex, SplitBehavior behavior)
 {
+    private readonly CodePointRegex pattern = new(regex);
+
     /// <summary>The regex GPT-2 (and the ByteLevel pre-tokenizer with use_regex=true) splits words with.</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
@@ -21,9 +23,8 @@ internal sealed class SplitStep(Regex pattern, SplitBehavior behavior)
         // The piece is matched as a string of its own, like HF does (anchors and lookarounds stop at its ends).
         var parts = new List<(int Offset, int Length, bool IsMatch)>();
         int pos = 0;
-        foreach (ValueMatch m in pattern.EnumerateMatches(text.AsSpan(start, length)))
+        foreach (var m in pattern.Matches(text.AsSpan(start, length)))
         {
-            if (m.Length == 0) continue;
             if (m.Index > pos) parts.Add((start + pos, m.Index - pos, false));
             parts.Add((start + m.Index, m.Length, true));
             pos = m.Index + m.Length;

@@ -19,7 +19,7 @@ internal static class JsonFile
         }
         catch (JsonException ex)
         {
-            throw new PeftSharpException($"Invalid JSON in '{path}': {OneLine(ex.Message)}", ex);
+            throw PeftSharp.IO.JsonErrors.Invalid(path, ex);
         }
     }
 

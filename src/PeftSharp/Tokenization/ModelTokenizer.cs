@@ -19,6 +19,7 @@ public sealed class ModelTokenizer
     private readonly HashSet<int> _specialIds;
     private readonly IReadOnlyDictionary<string, int>? _wholeWordVocab; // set only for HF's ignore_merges
     private readonly bool _cleanUpSpaces;
+    private readonly IReadOnlyDictionary<int, string> _idToToken;
 
     /// <summary>The Microsoft.ML.Tokenizers tokenizer doing the work. It matches added tokens but adds no BOS/EOS.</summary>
     public Tokenizer Inner { get; }
@@ -40,8 +41,10 @@ public sealed class ModelTokenizer
     public int VocabSize { get; }
 
     private ModelTokenizer(Tokenizer inner, PostTemplate template, HashSet<int> specialIds, IReadOnlyDictionary<string, int>? wholeWordVocab,
-                           TokenizerConfig config, int? bos, int? eos, int? pad, int vocabSize, IReadOnlyDictionary<string, string> specialTokens)
+                           TokenizerConfig config, int? bos, int? eos, int? pad, int vocabSize, IReadOnlyDictionary<string, string> specialTokens,
+                           IReadOnlyDictionary<int, string> idToToken)
     {
+        _idToToken = idToToken;
         SpecialTokens = specialTokens;
         Inner = inner;
         _template = template;
@@ -70,10 +73,11 @@ public sealed class ModelTokenizer
         {
             var file = TokenizerJson.Read(json);
             if (file.NotByteLevelBpe is null) return FromTokenizerJson(file, config);
-            if (!File.Exists(spm))
-                throw new PeftSharpException($"'{json}' is not a byte-level BPE tokenizer ({file.NotByteLevelBpe}) and there is no tokenizer.model beside it to use instead.");
-            // Llama 2, Mistral, Gemma: tokenizer.json re-expresses the SentencePiece model in tokenizer.model.
-            return FromSentencePiece(spm, config, file.AddedTokens);
+            // Llama 2, Mistral, Gemma: tokenizer.json re-expresses the SentencePiece model in tokenizer.model. SentencePiece
+            // itself reads tokenizer.model when it is there; otherwise the converted BPE is run from tokenizer.json alone.
+            if (File.Exists(spm)) return FromSentencePiece(spm, config, file.AddedTokens);
+            if (file.IsByteFallbackBpe) return FromByteFallbackJson(file, config);
+            throw new PeftSharpException($"'{json}' is a tokenizer PeftSharp cannot run ({file.NotByteLevelBpe}) and there is no tokenizer.model beside it to use instead.");
         }
         if (File.Exists(vocab) && File.Exists(merges)) return FromVocabAndMerges(vocab, merges, config);
         return FromSentencePiece(spm, config, []);
@@ -89,11 +93,18 @@ public sealed class ModelTokenizer
         var ids = new List<int>();
         if (addSpecialTokens) ids.AddRange(_template.Prefix);
         if (Inner is SentencePieceTokenizer sp) ids.AddRange(sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
+        else if (Inner is ByteFallbackBpeTokenizer fb) ids.AddRange(fb.Encode(text));
         else if (_wholeWordVocab is null) ids.AddRange(Inner.EncodeToIds(text));
         else EncodeIgnoringMerges(text, ids);
         if (addSpecialTokens) ids.AddRange(_template.Suffix);
         return ids;
     }
+
+    /// <summary>
+    /// The vocabulary entry of <paramref name="id"/> as the files spell it (transformers' <c>convert_ids_to_tokens</c>:
+    /// byte-level files write a space as "Ġ", SentencePiece ones as "▁"), or null for an id the tokenizer does not have.
+    /// </summary>
+    public string? IdToToken(int id) => _idToToken.GetValueOrDefault(id);
 
     /// <summary>Text of <paramref name="ids"/>; <paramref name="skipSpecialTokens"/> drops special tokens (BOS, EOS, pad, special added tokens).</summary>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
@@ -135,6 +146,10 @@ public sealed class ModelTokenizer
         Build(config, file.Vocab, file.AddedTokens, DefaultNamedTokens(config), llamaRules: config.IsLlamaFamily, file.Template,
               file.CreateBpe, file.IgnoreMerges ? file.Vocab : null);
 
+    private static ModelTokenizer FromByteFallbackJson(TokenizerJson file, TokenizerConfig config) =>
+        Build(config, file.Vocab, file.AddedTokens, DefaultNamedTokens(config), llamaRules: config.IsLlamaFamily, file.Template,
+              file.CreateByteFallbackBpe, wholeWordVocab: null);
+
     private static ModelTokenizer FromVocabAndMerges(string vocabPath, string mergesPath, TokenizerConfig config)
     {
         string source = $"'{vocabPath}' + merges.txt";
@@ -148,7 +163,10 @@ public sealed class ModelTokenizer
             throw new PeftSharpException($"{source}: {JsonFile.OneLine(ex.Message)}", ex);
         }
         var vocab = options.Vocabulary.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-        return Build(config, vocab, [], DefaultNamedTokens(config), llamaRules: config.IsLlamaFamily, PostTemplate.None, added =>
+        // vocab.json + merges.txt is GPT-2's format: a folder that names no tokenizer class gets GPT2Tokenizer's
+        // defaults (<|endoftext|> as bos/eos/unk, so that text written in the input is the special token).
+        var named = config.TokenizerClass is null ? Gpt2Named : DefaultNamedTokens(config);
+        return Build(config, vocab, [], named, llamaRules: config.IsLlamaFamily, PostTemplate.None, added =>
         {
             // What GPT2Tokenizer does: the GPT-2 split regex, then byte-level BPE.
             options.PreTokenizer = new HfPreTokenizer(added.Keys, [SplitStep.Gpt2()]);
@@ -224,12 +242,16 @@ public sealed class ModelTokenizer
             template = new PostTemplate(addBos && IdOf(bos) is int b ? [b] : [], addEos && IdOf(eos) is int e ? [e] : []);
         }
 
+        var idToToken = new Dictionary<int, string>();
+        foreach (var (token, id) in addedIds) idToToken[id] = token;
+        foreach (var (token, id) in vocab) idToToken.TryAdd(id, token);
         return new ModelTokenizer(
             createInner(addedIds), template,
             added.Values.Where(t => t.Special).Select(t => t.Id).ToHashSet(),
             wholeWordVocab, config, IdOf(bos), IdOf(eos), IdOf(pad),
             vocabSize: vocab.Count + added.Keys.Count(k => !vocab.ContainsKey(k)),
             specialTokens: new[] { ("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad) }
-                .Where(t => t.Item2 is not null).ToDictionary(t => t.Item1, t => t.Item2!, StringComparer.Ordinal));
+                .Where(t => t.Item2 is not null).ToDictionary(t => t.Item1, t => t.Item2!, StringComparer.Ordinal),
+            idToToken);
     }
 }

@@ -34,7 +34,9 @@ internal sealed class TokenizerJson
     private IReadOnlyList<SplitStep> _steps = [];
     private Normalizer? _normalizer;
     private string? _unkToken, _subwordPrefix, _wordSuffix;
-    private bool _fuseUnk;
+    private bool _fuseUnk, _byteFallback;
+    private List<(string, string)> _mergePairs = [];
+    private SentencePieceBpeSteps? _spSteps;
 
     public static TokenizerJson Read(string path)
     {
@@ -67,7 +69,28 @@ internal sealed class TokenizerJson
         var model = root.Prop("model") ?? throw new PeftSharpException($"'{path}' has no \"model\" section.");
         string type = model.Str("type") ?? (model.Prop("merges") is null ? "unknown" : "BPE");
         var pre = root.Prop("pre_tokenizer");
-        if (type != "BPE" || !Contains(pre, "pretokenizers", "ByteLevel"))
+        if (type == "BPE" && !Contains(pre, "pretokenizers", "ByteLevel"))
+        {
+            // SentencePiece converted to tokenizer.json (Llama 2, Mistral, Gemma): characters, not bytes, plus byte fallback.
+            var steps0 = SentencePieceBpeSteps.Read(path, root);
+            return new TokenizerJson
+            {
+                Path = path,
+                AddedTokens = added,
+                NotByteLevelBpe = $"model BPE, pre_tokenizer {pre?.Str("type") ?? "none"}",
+                Vocab = ReadVocab(path, model),
+                Template = ReadPostProcessor(path, root.Prop("post_processor")),
+                IgnoreMerges = model.Bool("ignore_merges") ?? false,
+                _mergePairs = ReadMergePairs(path, model),
+                _spSteps = steps0,
+                _unkToken = model.Str("unk_token"),
+                _fuseUnk = model.Bool("fuse_unk") ?? false,
+                _byteFallback = model.Bool("byte_fallback") ?? false,
+                _subwordPrefix = NullIfEmpty(model.Str("continuing_subword_prefix")),
+                _wordSuffix = NullIfEmpty(model.Str("end_of_word_suffix")),
+            };
+        }
+        if (type != "BPE")
             return new TokenizerJson { Path = path, AddedTokens = added, NotByteLevelBpe = $"model {type}, pre_tokenizer {pre?.Str("type") ?? "none"}" };
 
         var steps = new List<SplitStep>();
@@ -94,6 +117,17 @@ internal sealed class TokenizerJson
             _wordSuffix = NullIfEmpty(model.Str("end_of_word_suffix")),
             _fuseUnk = model.Bool("fuse_unk") ?? false,
         };
+    }
+
+    /// <summary>Whether this is a character-level BPE with byte fallback (SentencePiece converted), built by <see cref="CreateByteFallbackBpe"/>.</summary>
+    public bool IsByteFallbackBpe => _spSteps is not null;
+
+    /// <summary>Builds the tokenizer of a SentencePiece-converted file; <paramref name="addedTokens"/> are matched verbatim first.</summary>
+    public ByteFallbackBpeTokenizer CreateByteFallbackBpe(IReadOnlyDictionary<string, int> addedTokens)
+    {
+        if (_subwordPrefix is not null || _wordSuffix is not null)
+            throw Unsupported(Path, "continuing_subword_prefix/end_of_word_suffix without a ByteLevel pre_tokenizer");
+        return new ByteFallbackBpeTokenizer(Vocab, _mergePairs, _byteFallback, _unkToken, _fuseUnk, IgnoreMerges, _spSteps!, addedTokens, $"'{Path}'");
     }
 
     /// <summary>Builds the tokenizer; <paramref name="addedTokens"/> are matched verbatim before BPE.</summary>
@@ -149,6 +183,19 @@ internal sealed class TokenizerJson
                 _ => null,
             };
             merges.Add(merge ?? throw new PeftSharpException($"'{path}': merge {m.GetRawText()} is not a pair of space-free tokens."));
+        }
+        return merges;
+    }
+
+    // Merges as pairs: "a b" strings or ["a", "b"] arrays; in pair form tokens may contain spaces.
+    private static List<(string, string)> ReadMergePairs(string path, JsonElement model)
+    {
+        var merges = new List<(string, string)>();
+        foreach (var m in model.Prop("merges").Items())
+        {
+            if (m.ValueKind == JsonValueKind.String && m.GetString()!.Split(' ') is [var a, var b]) merges.Add((a, b));
+            else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2 && m[0].GetString() is { } x && m[1].GetString() is { } y) merges.Add((x, y));
+            else throw new PeftSharpException($"'{path}': merge {m.GetRawText()} is not a pair of tokens.");
         }
         return merges;
     }

@@ -186,7 +186,7 @@ public static class InstructionData
         }
         catch (JsonException e)
         {
-            throw Error(path, line, $"expected one JSON object per line, got invalid JSON ({e.Message.Split('\n')[0].Split(" LineNumber")[0]})");
+            throw PeftSharp.IO.JsonErrors.Invalid(path, e, line);
         }
     }
 

@@ -39,6 +39,9 @@ internal static class CliRunner
         return Process.Start(info)!;
     }
 
+    /// <summary>The built PeftSharp.Cli.dll, for tests that drive the process themselves (signals).</summary>
+    public static string DllPath => CliDll.Value;
+
     public static Result Run(params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };

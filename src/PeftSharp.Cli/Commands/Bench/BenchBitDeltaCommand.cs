@@ -18,8 +18,8 @@ public static class BenchBitDeltaCommand
 {
     public static Command Create()
     {
-        var steps = new Option<int>("--steps") { Description = "full fine-tuning steps", DefaultValueFactory = _ => 60 };
-        var distillSteps = new Option<int>("--distill-steps") { Description = "scale distillation steps", DefaultValueFactory = _ => 50 };
+        var steps = new Option<int>("--steps") { Description = "full fine-tuning steps", DefaultValueFactory = _ => 60 }.AtLeast(1);
+        var distillSteps = new Option<int>("--distill-steps") { Description = "scale distillation steps", DefaultValueFactory = _ => 50 }.AtLeast(0);
         var cache = new Option<string>("--cache") { Description = "where the demo's base model is (trained there if missing)", DefaultValueFactory = _ => Path.Combine(".cache", "demo") };
         var outDir = new Option<string>("--out") { Description = "folder for the fine-tuned model, the delta and the table", DefaultValueFactory = _ => Path.Combine("runs", "bench-bitdelta") };
         var scale = new Option<string>("--scale") { Description = "full (default) or tiny (a smoke test)", DefaultValueFactory = _ => "full" };

@@ -20,8 +20,8 @@ public static class BenchDyLoraCommand
 {
     public static Command Create()
     {
-        var steps = new Option<int>("--steps") { Description = "optimizer steps per run (the same for every run)", DefaultValueFactory = _ => 100 };
-        var rMax = new Option<int>("--r-max") { DefaultValueFactory = _ => 8 };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps per run (the same for every run)", DefaultValueFactory = _ => 100 }.AtLeast(1);
+        var rMax = new Option<int>("--r-max") { DefaultValueFactory = _ => 8 }.AtLeast(1);
         var cache = new Option<string>("--cache") { Description = "where the demo's base model is (trained there if missing)", DefaultValueFactory = _ => Path.Combine(".cache", "demo") };
         var outDir = new Option<string>("--out") { Description = "folder for the table, plot and adapters", DefaultValueFactory = _ => Path.Combine("runs", "bench-dylora") };
         var scale = new Option<string>("--scale") { Description = "full (default) or tiny (a smoke test)", DefaultValueFactory = _ => "full" };

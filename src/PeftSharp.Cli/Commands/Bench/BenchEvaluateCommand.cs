@@ -17,11 +17,11 @@ public static class BenchEvaluateCommand
     {
         var config = BenchCommand.ConfigOption();
         var dtype = CliOptions.DType();
-        var items = new Option<int>("--items") { DefaultValueFactory = _ => 8, Description = "items per repeat" };
-        var choices = new Option<int>("--choices") { DefaultValueFactory = _ => 4, Description = "answer options per item" };
-        var promptLen = new Option<int>("--prompt-len") { DefaultValueFactory = _ => 128, Description = "prompt tokens" };
-        var choiceLen = new Option<int>("--choice-len") { DefaultValueFactory = _ => 24, Description = "tokens of the longest choice (the others are shorter)" };
-        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "interleaved repeats per way" };
+        var items = new Option<int>("--items") { DefaultValueFactory = _ => 8, Description = "items per repeat" }.AtLeast(1);
+        var choices = new Option<int>("--choices") { DefaultValueFactory = _ => 4, Description = "answer options per item" }.AtLeast(2);
+        var promptLen = new Option<int>("--prompt-len") { DefaultValueFactory = _ => 128, Description = "prompt tokens" }.AtLeast(1);
+        var choiceLen = new Option<int>("--choice-len") { DefaultValueFactory = _ => 24, Description = "tokens of the longest choice (the others are shorter)" }.AtLeast(1);
+        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "interleaved repeats per way" }.AtLeast(1);
         var json = CliOptions.Json();
         var command = new Command("evaluate", "loglik items/s: shared prompt KV cache vs one full forward per choice")
         { config, dtype, items, choices, promptLen, choiceLen, repeats, json };

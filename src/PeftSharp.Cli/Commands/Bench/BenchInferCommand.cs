@@ -18,12 +18,12 @@ public static class BenchInferCommand
     {
         var config = BenchCommand.ConfigOption();
         var dtype = CliOptions.DType();
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 1, Description = "sequences per forward" };
-        var promptLen = new Option<int>("--prompt-len") { DefaultValueFactory = _ => 128, Description = "prompt tokens (prefill)" };
-        var newTokens = new Option<int>("--new-tokens") { DefaultValueFactory = _ => 32, Description = "decoded tokens per repeat" };
-        var rank = new Option<int>("--r") { DefaultValueFactory = _ => 8, Description = "LoRA rank" };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 1, Description = "sequences per forward" }.AtLeast(1);
+        var promptLen = new Option<int>("--prompt-len") { DefaultValueFactory = _ => 128, Description = "prompt tokens (prefill)" }.AtLeast(1);
+        var newTokens = new Option<int>("--new-tokens") { DefaultValueFactory = _ => 32, Description = "decoded tokens per repeat" }.AtLeast(1);
+        var rank = new Option<int>("--r") { DefaultValueFactory = _ => 8, Description = "LoRA rank" }.AtLeast(1);
         var target = new Option<string?>("--target") { Description = "comma-separated target modules (default: PEFT's for the model type)" };
-        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5, Description = "interleaved repeats per variant" };
+        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5, Description = "interleaved repeats per variant" }.AtLeast(1);
         var json = CliOptions.Json();
         var command = new Command("infer", "latency: base vs unmerged LoRA vs merged LoRA") { config, dtype, batch, promptLen, newTokens, rank, target, repeats, json };
         command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(config)!, parse.GetValue(dtype)!, parse.GetValue(batch), parse.GetValue(promptLen),

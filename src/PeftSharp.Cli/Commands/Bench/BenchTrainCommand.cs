@@ -20,10 +20,10 @@ public static class BenchTrainCommand
         var config = BenchCommand.ConfigOption();
         var method = new Option<string>("--method") { Description = "lora (default) or full", DefaultValueFactory = _ => "lora" };
         var dtype = CliOptions.DType();
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4 };
-        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 512 };
-        var steps = new Option<int>("--steps") { Description = "measured optimizer steps (after 2 warm-up steps)", DefaultValueFactory = _ => 5 };
-        var rank = new Option<int>("--r") { DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4 }.AtLeast(1);
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 512 }.AtLeast(2);
+        var steps = new Option<int>("--steps") { Description = "measured optimizer steps (after 2 warm-up steps)", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var rank = new Option<int>("--r") { DefaultValueFactory = _ => 8 }.AtLeast(1);
         var target = new Option<string?>("--target") { Description = "comma-separated target modules (default: PEFT's for the model type)" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward" };
         var fourBit = new Option<bool>("--load-in-4bit") { Description = "QLoRA: decoder linear layers in NF4 with double quantization, computed in --dtype" };

@@ -10,7 +10,7 @@ public static class DataSplitCommand
     {
         var file = DataCommand.FileArgument();
         var outDir = new Option<string>("--output-dir") { Description = "folder for train.jsonl and validation.jsonl", Required = true };
-        var fraction = new Option<double>("--validation-fraction") { Description = "share of records for validation", DefaultValueFactory = _ => 0.1 };
+        var fraction = new Option<double>("--validation-fraction") { Description = "share of records for validation", DefaultValueFactory = _ => 0.1 }.InRange(0, 1);
         var seed = new Option<int>("--seed") { Description = "mixed into the hash: another seed, another split", DefaultValueFactory = _ => 0 };
         var json = CliOptions.Json();
         var command = new Command("split", "deterministic train/validation split by record hash") { file, outDir, fraction, seed, json };
