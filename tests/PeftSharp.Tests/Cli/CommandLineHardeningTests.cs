@@ -91,7 +91,7 @@ public class CommandLineHardeningTests
     }
 
     [Fact]
-    public void Sigterm_during_training_saves_a_checkpoint_and_exits_143()
+    public async Task Sigterm_during_training_saves_a_checkpoint_and_exits_143()
     {
         var config = new NaiveGpt2Config { VocabSize = 1003, NEmbd = 16, NLayer = 1, NHead = 2, NPositions = 32 };
         var dir = TinyCheckpoints.NewTempDirectory();
@@ -118,19 +118,20 @@ public class CommandLineHardeningTests
             var clock = Stopwatch.StartNew();
             while (!(File.Exists(metrics) && File.ReadLines(metrics).Count() >= 3))
             {
-                if (process.HasExited) Assert.Fail($"train exited early ({process.ExitCode}): {stderr.Result}");
+                if (process.HasExited) Assert.Fail($"train exited early ({process.ExitCode}): {await stderr}");
                 Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), "train did not start logging steps");
-                Thread.Sleep(100);
+                await Task.Delay(100);
             }
-            using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()])) kill.WaitForExit();
+            using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()])) await kill.WaitForExitAsync();
             Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "train did not stop after SIGTERM");
         }
         finally
         {
             if (!process.HasExited) process.Kill(entireProcessTree: true);
         }
-        Assert.True(process.ExitCode == 143, $"exit code {process.ExitCode}: {stderr.Result}");
-        Assert.Contains("SIGTERM", stderr.Result);
+        string errors = await stderr;
+        Assert.True(process.ExitCode == 143, $"exit code {process.ExitCode}: {errors}");
+        Assert.Contains("SIGTERM", errors);
         var checkpoint = Assert.Single(Directory.GetDirectories(outDir, "checkpoint-*"));
         Assert.True(File.Exists(Path.Combine(checkpoint, "adapter_model.safetensors")));
         Assert.True(File.Exists(Path.Combine(outDir, "adapter_model.safetensors")));
