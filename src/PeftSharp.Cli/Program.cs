@@ -22,6 +22,7 @@ public static class Program
             DemoCommand.Create(),
             TrainCommand.Create(),
             QuantizeCommand.Create(),
+            DpCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
