@@ -94,6 +94,12 @@ public static class BenchDpCommand
             }
         }
         foreach (var (_, p) in trainable) p.grad = null;
+        double baseLoss;
+        using (lora.DisableAdapters())
+        {
+            using var evaluator = new Trainer(model, ParameterGroups.DecayAndNoDecay(trainable, LearningRate, 0), new TrainingOptions { MaxSteps = 1, BatchSize = batchSize }, train, validation, pad);
+            baseLoss = evaluator.Evaluate();
+        }
         lora.SetTrainable("timing", false);
         double plainMedian = BenchCommand.Median(plainTimes), dpMedian = BenchCommand.Median(dpTimes);
         Console.Error.WriteLine($"gradient time on {batchSize} × {seqLen} tokens: plain LoRA {plainMedian * 1000:F0} ms, DP-SGD {dpMedian * 1000:F0} ms ({dpMedian / plainMedian:F2}×)");
@@ -116,12 +122,6 @@ public static class BenchDpCommand
             Console.Error.WriteLine($"  {name}: held-out loss {result.LastEvalLoss:F4}{(eps is double e ? $", ε = {e:F2}" : "")}");
             lora.SetTrainable(name, false);
             return result.LastEvalLoss ?? double.NaN;
-        }
-        double baseLoss;
-        using (lora.DisableAdapters())
-        {
-            using var evaluator = new Trainer(model, ParameterGroups.DecayAndNoDecay(trainable, LearningRate, 0), new TrainingOptions { MaxSteps = 1, BatchSize = batchSize }, train, validation, pad);
-            baseLoss = evaluator.Evaluate();
         }
         Train("lora", null);
         foreach (var s in sigmas) Train($"dp_sigma_{s}", s);
