@@ -23,6 +23,7 @@ public static class Program
             TrainCommand.Create(),
             QuantizeCommand.Create(),
             DpCommand.Create(),
+            FederatedCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
