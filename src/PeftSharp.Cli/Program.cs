@@ -16,6 +16,9 @@ public static class Program
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
+            CombineCommand.Create(),
+            MergeModelsCommand.Create(),
+            LoraHubCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
@@ -24,6 +27,7 @@ public static class Program
             QuantizeCommand.Create(),
             DpCommand.Create(),
             FederatedCommand.Create(),
+            BitDeltaCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

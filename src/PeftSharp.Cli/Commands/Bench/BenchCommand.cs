@@ -11,6 +11,7 @@ public static class BenchCommand
         BenchTrainCommand.Create(),
         BenchDyLoraCommand.Create(),
         BenchDpCommand.Create(),
+        BenchBitDeltaCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>
