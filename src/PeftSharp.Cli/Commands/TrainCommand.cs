@@ -249,7 +249,7 @@ public static class TrainCommand
                 tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
                 adapter_dir = outDir,
             });
-        else if (s.Get(o.Json))
+        else if (s.Get(o.Json) && spent is { } dpSpent)
             JsonOutput.Write(new
             {
                 steps = result.Steps,
@@ -258,7 +258,7 @@ public static class TrainCommand
                 eval_loss = result.LastEvalLoss,
                 tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
                 adapter_dir = outDir,
-                epsilon = spent.Value.Epsilon,
+                epsilon = dpSpent.Epsilon,
                 delta = dp!.Options.Delta,
                 noise_multiplier = dp.NoiseMultiplier,
                 sample_rate = dp.SampleRate,
