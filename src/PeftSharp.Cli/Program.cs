@@ -29,6 +29,8 @@ public static class Program
             TrainCommand.Create(),
             QuantizeCommand.Create(),
             ServeCommand.Create(),
+            DpCommand.Create(),
+            FederatedCommand.Create(),
             BitDeltaCommand.Create(),
             TokenizeCommand.Create(),
             CompletionCommand.Create(),

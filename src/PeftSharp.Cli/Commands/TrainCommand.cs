@@ -71,10 +71,11 @@ public static class TrainCommand
         public Option<string?> Config = new("--config") { Description = "JSON file with defaults for any of these options (e.g. {\"r\": 16, \"lr\": 1e-4})" };
         public Option<bool> Json = CliOptions.Json();
         public QuantizationOptions Quantization = new();
+        public DpTrainOptions Dp = new();
 
         public Option[] All => [Model, Data, Out, Method, R, Alpha, Dropout, Target, RsLora, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
             BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, LoraPlusRatio, GradientCheckpointing,
-            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json];
+            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json, .. Dp.All];
     }
 
     static int Run(ParseResult parse, Options o)
@@ -85,6 +86,7 @@ public static class TrainCommand
         string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), method = s.Get(o.Method).ToLowerInvariant();
         if (method is not ("lora" or "dora" or "dylora" or "adalora")) throw new PeftSharpException($"--method: expected lora, dora, dylora or adalora, got \"{method}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
+        var dpOptions = o.Dp.Enabled(s) ? o.Dp.Build(s, method, s.Get(o.GradientCheckpointing), s.Get(o.BatchSize), s.Get(o.GradAccum), (ulong)s.Get(o.Seed)) : null;
         var schedule = s.Get(o.Schedule).ToLowerInvariant() switch
         {
             "constant" => ScheduleKind.Constant,
@@ -174,6 +176,10 @@ public static class TrainCommand
             else AdaLoraFiles.Save(ada, dir, AdapterFiles.DefaultAdapter, modelDir);
         }
 
+        // DP-SGD (train --dp-…): its own batches and gradients through Trainer.Gradients; the ordinary path is untouched.
+        using var dp = dpOptions is null ? null
+            : new Privacy.DpSgd(model, lora!, lora!.TrainableParameters(), train, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0, dpOptions);
+
         var display = new ProgressDisplay();
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -199,6 +205,7 @@ public static class TrainCommand
             {
                 Progress = display,
                 BeforeStep = beforeStep,
+                Gradients = dp,
                 // AdaLoRA: the regulariser joins each step's loss; ranks are allocated after each optimizer step with
                 // PEFT's global_step = steps done (1-based), so the final allocation comes at step total_step − tfinal.
                 ExtraLoss = ada is null ? null : ada.OrthogonalRegularization,
@@ -214,6 +221,7 @@ public static class TrainCommand
                 adaConfig.TotalStep = checked((int)trainer.TotalSteps);
                 adaConfig.Normalize(); // PEFT's checks of the schedule against total_step
             }
+            if (dp is not null) Console.Error.WriteLine(o.Dp.Plan(s, dp, trainer.TotalSteps));
             if (resumeFrom is not null)
             {
                 trainer.Resume(resumeFrom);
@@ -240,7 +248,9 @@ public static class TrainCommand
         var logged = MetricsLog.Read(metrics);
         var losses = logged.Where(m => m.Loss is double l && !double.IsNaN(l)).Select(m => m.Loss!.Value).ToList();
         Console.WriteLine($"{(result.Cancelled ? "stopped" : "done")}: {result.Steps} steps, adapter in {outDir}, loss plot {plot}");
-        if (s.Get(o.Json))
+        var spent = dp?.Spent(result.Steps);
+        if (spent is { } sp) Console.WriteLine($"privacy spent: ε = {sp.Epsilon:G4} at δ = {dp!.Options.Delta:G3} (RDP accountant, order {sp.Order:G3})");
+        if (s.Get(o.Json) && spent is null)
             JsonOutput.Write(new
             {
                 steps = result.Steps,
@@ -249,6 +259,20 @@ public static class TrainCommand
                 eval_loss = result.LastEvalLoss,
                 tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
                 adapter_dir = outDir,
+            });
+        else if (s.Get(o.Json) && spent is { } dpSpent)
+            JsonOutput.Write(new
+            {
+                steps = result.Steps,
+                train_loss_first = losses.Count > 0 ? losses[0] : (double?)null,
+                train_loss_last = result.LastLoss,
+                eval_loss = result.LastEvalLoss,
+                tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
+                adapter_dir = outDir,
+                epsilon = dpSpent.Epsilon,
+                delta = dp!.Options.Delta,
+                noise_multiplier = dp.NoiseMultiplier,
+                sample_rate = dp.SampleRate,
             });
         return !result.Cancelled ? 0 : terminated ? 143 : 130;
     }

@@ -28,7 +28,7 @@ public static class SeededShuffle
         return Next(ref state);
     }
 
-    static ulong Next(ref ulong state)
+    internal static ulong Next(ref ulong state)
     {
         ulong z = state += 0x9E3779B97F4A7C15UL;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;

@@ -100,6 +100,12 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public Action<string>? OnCheckpoint { get; init; }
 
+    /// <summary>
+    /// When set, computes each step's gradients instead of the data loader, loss and clipping (DP-SGD, see
+    /// <see cref="IStepGradients"/>); the reported gradient norm is then that of the gradient it produced.
+    /// </summary>
+    public IStepGradients? Gradients { get; init; }
+
     public long TotalSteps { get; }
     /// <summary>Optimizer steps completed.</summary>
     public long GlobalStep => _step;
@@ -204,6 +210,7 @@ public sealed class Trainer : IDisposable
     /// <summary>One optimizer step over GradientAccumulationSteps micro-batches.</summary>
     (double Loss, double GradNorm, double LearningRate, long Tokens) TrainStep()
     {
+        if (Gradients is not null) return CustomGradientStep(Gradients);
         using var scope = NewDisposeScope();
         BeforeStep?.Invoke(_step);
         var micro = new List<List<TrainingExample>>();
@@ -237,6 +244,21 @@ public sealed class Trainer : IDisposable
         _optimizer.ZeroGrad();
         _step++;
         return (labelled > 0 ? lossSum / labelled : double.NaN, gradNorm, _groups[0].LearningRate * factor, tokens);
+    }
+
+    /// <summary>One optimizer step whose gradients come from <see cref="Gradients"/>.</summary>
+    (double Loss, double GradNorm, double LearningRate, long Tokens) CustomGradientStep(IStepGradients gradients)
+    {
+        using var scope = NewDisposeScope();
+        BeforeStep?.Invoke(_step);
+        var result = gradients.Compute(_step);
+        double gradNorm = GradientClipping.ClipGradNorm(_parameters.Select(p => p.Param), 0); // measures only
+        double factor = Schedule.Factor(_step);
+        _optimizer.Step(factor);
+        AfterOptimizerStep?.Invoke(_step);
+        _optimizer.ZeroGrad();
+        _step++;
+        return (result.Loss, gradNorm, _groups[0].LearningRate * factor, result.Tokens);
     }
 
     /// <summary>Mean token loss over the validation set (token-weighted, no gradients, model in eval mode).</summary>

@@ -11,6 +11,7 @@ public static class BenchCommand
         BenchTrainCommand.Create(),
         BenchDyLoraCommand.Create(),
         BenchServeCommand.Create(),
+        BenchDpCommand.Create(),
         BenchEvaluateCommand.Create(),
         BenchBitDeltaCommand.Create(),
     };

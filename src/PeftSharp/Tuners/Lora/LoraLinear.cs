@@ -6,6 +6,13 @@ using Linear = PeftSharp.Models.Layers.Linear;
 
 namespace PeftSharp.Tuners.Lora;
 
+/// <summary>Computes a LoRA path <c>lora_B(lora_A(x)) · scaling</c> while recording what it needs (DP-SGD's per-example gradients).</summary>
+public interface ILoraGradientTap
+{
+    /// <param name="x">The layer's input after dropout, in the adapter's dtype.</param>
+    Tensor LoraPath(LoraLinear layer, string adapter, Tensor x);
+}
+
 /// <summary>DoRA's learned per-output magnitude (PEFT's DoraLinearLayer: one parameter named <c>weight</c>).</summary>
 public sealed class DoraMagnitude : nn.Module
 {
@@ -88,6 +95,12 @@ public sealed class LoraLinear : LoraLayer
         var h = nn.functional.linear(nn.functional.linear(x, a), b, loraB[adapter].bias);
         return h.mul_(scaling);
     }
+
+    /// <summary>
+    /// While set (DP-SGD), training forwards of plain LoRA adapters run through the tap, which keeps what per-example
+    /// gradients need (see <see cref="Privacy.PerExampleGradients"/>). The output is the same.
+    /// </summary>
+    public ILoraGradientTap? GradientTap { get; set; }
 
     public Linear A(string adapter) => loraA[adapter];
     public Linear B(string adapter) => loraB[adapter];
@@ -230,7 +243,11 @@ public sealed class LoraLinear : LoraLayer
             var xa = x.to_type(loraA[name].weight.dtype);
             if (!s.UseDora)
             {
-                result = result.add(LoraPath(name, Dropout(xa, s)).to_type(resultDType));
+                var dropped = Dropout(xa, s);
+                var path = GradientTap is { } tap && is_grad_enabled()
+                    ? tap.LoraPath(this, name, dropped)
+                    : LoraPath(name, dropped);
+                result = result.add(path.to_type(resultDType));
             }
             else
             {
