@@ -5,14 +5,17 @@ namespace PeftSharp.Evaluation;
 
 /// <summary>
 /// Reads a task's test file: a JSON list of records (LLM-Adapters' <c>dataset/&lt;task&gt;/test.json</c>), JSON Lines
-/// (one record per line, blank lines skipped), or for squad the official nested SQuAD file
-/// (<c>{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}</c>). Errors name the file and line.
+/// (one record per line, blank lines skipped), for squad the official nested SQuAD file
+/// (<c>{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}</c>), or a <c>.csv</c> file with a header row whose
+/// column names are the record's fields (the official story cloze files: InputSentence1..4,
+/// RandomFifthSentenceQuiz1/2, AnswerRightEnding), read by .NET's RFC 4180 parser. Errors name the file and line.
 /// </summary>
 public static class EvalData
 {
     public static IReadOnlyList<EvalItem> Load(string path, EvalTask task, int? limit = null)
     {
         if (!File.Exists(path)) throw new PeftSharpException($"--data {path}: file not found");
+        if (Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase)) return ReadCsv(path, task, limit);
         var bytes = File.ReadAllBytes(path);
         var items = new List<EvalItem>();
         int start = 0;
@@ -24,6 +27,31 @@ public static class EvalData
         bool wholeDocument = bytes[first] == (byte)'[' || (task.Name == "squad" && LooksLikeSquadFile(text.Span));
         if (wholeDocument) ReadDocument(path, text, task, items, limit);
         else ReadLines(path, text, task, items, limit);
+        if (items.Count == 0) throw new PeftSharpException($"{path}: no records");
+        return items;
+    }
+
+    static IReadOnlyList<EvalItem> ReadCsv(string path, EvalTask task, int? limit)
+    {
+        var items = new List<EvalItem>();
+        using var parser = new Microsoft.VisualBasic.FileIO.TextFieldParser(path, Encoding.UTF8) { HasFieldsEnclosedInQuotes = true, TrimWhiteSpace = false };
+        parser.SetDelimiters(",");
+        string[]? header;
+        try { header = parser.ReadFields(); }
+        catch (Microsoft.VisualBasic.FileIO.MalformedLineException e) { throw new PeftSharpException($"{path}:{e.LineNumber}: not valid CSV (an unclosed quote?)"); }
+        if (header is null || header.Length == 0) throw new PeftSharpException($"{path}: no header row (expected column names such as InputSentence1)");
+        while (!parser.EndOfData && (limit is null || items.Count < limit))
+        {
+            long line = parser.LineNumber;
+            string[]? fields;
+            try { fields = parser.ReadFields(); }
+            catch (Microsoft.VisualBasic.FileIO.MalformedLineException e) { throw new PeftSharpException($"{path}:{e.LineNumber}: not valid CSV (an unclosed quote?)"); }
+            if (fields is null || fields.All(string.IsNullOrEmpty)) continue;
+            if (fields.Length != header.Length)
+                throw new PeftSharpException($"{path}:{line}: {fields.Length} fields, the header has {header.Length}");
+            var record = JsonSerializer.SerializeToElement(header.Zip(fields).ToDictionary(p => p.First, p => p.Second));
+            items.Add(task.ReadItem(record, new RecordReader(path, (int)line)));
+        }
         if (items.Count == 0) throw new PeftSharpException($"{path}: no records");
         return items;
     }

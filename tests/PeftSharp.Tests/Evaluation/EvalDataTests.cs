@@ -69,6 +69,27 @@ public class EvalDataTests
     }
 
     [Fact]
+    public void StoryClozeCsvAsDistributed()
+    {
+        using var dir = new TempDir();
+        // The official cloze test CSV's header; a quoted field holding a comma and a doubled quote; CRLF line ends.
+        dir.Write("cloze.csv", "InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\r\n"
+                             + "id-1,A.,\"B, then \"\"b\"\".\",C.,D.,E1.,E2.,1\r\n"
+                             + "id-2,F.,G.,H.,I.,J1.,J2.,2\r\n");
+        var items = EvalData.Load(dir.File("cloze.csv"), EvalTasks.Get("story_cloze"));
+        Assert.Equal(2, items.Count);
+        Assert.Equal("A. B, then \"b\". C. D.", items[0].Context);
+        Assert.Equal(0, items[0].GoldIndex);
+        Assert.Equal(["J1.", "J2."], items[1].Choices);
+        Assert.Equal(1, items[1].GoldIndex);
+        Assert.Single(EvalData.Load(dir.File("cloze.csv"), EvalTasks.Get("story_cloze"), limit: 1));
+
+        dir.Write("short.csv", "InputSentence1,InputSentence2\nA.,B.\nC.\n");
+        var e = Assert.Throws<PeftSharpException>(() => EvalData.Load(dir.File("short.csv"), EvalTasks.Get("story_cloze")));
+        Assert.Contains("short.csv:", e.Message);
+    }
+
+    [Fact]
     public void HarnessLogSamplesKeepTheHarnessStrings()
     {
         using var dir = new TempDir();
