@@ -111,6 +111,33 @@ public class IA3CliTests
     }
 
     [Fact]
+    public void LoraAndIA3FoldersTogether()
+    {
+        // A mixed model from two --adapter folders of different methods: LoRA on mlp.c_fc, (IA)³ on its defaults.
+        var model = Model(out var ckpt);
+        var (ia3Tensors, vectors) = RandomVectors(94);
+        var ia3 = Folder(ia3Tensors, DefaultConfig);
+        var rng = new Random(95);
+        var weights = Tuners.LoraTestKit.Copy(ckpt.Weights.ToDictionary(kv => kv.Key, kv => kv.Value));
+        var loraTensors = new List<NaiveTensor>();
+        for (int layer = 0; layer < 2; layer++)
+        {
+            var a = Enumerable.Range(0, 2 * 16).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var b = Enumerable.Range(0, 64 * 2).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            loraTensors.Add(new NaiveTensor($"base_model.model.transformer.h.{layer}.mlp.c_fc.lora_A.weight", NaiveDType.F32, [2, 16], a));
+            loraTensors.Add(new NaiveTensor($"base_model.model.transformer.h.{layer}.mlp.c_fc.lora_B.weight", NaiveDType.F32, [64, 2], b));
+            Tuners.LoraTestKit.AddTo(weights, $"transformer.h.{layer}.mlp.c_fc.weight", Tuners.LoraTestKit.Delta(a, b, 2, 16, 64, 4.0 / 2), conv1d: true);
+        }
+        var lora = Folder(loraTensors, """{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["c_fc"], "fan_in_fan_out": true}""");
+        double want = Nll(new NaiveGpt2(Config, weights) { Hooks = Hooks(vectors) }.Logits);
+        Assert.Equal(want, CliNll(model, "--adapter", lora, "--adapter", ia3), 1e-4);
+        var merged = Path.Combine(TinyCheckpoints.NewTempDirectory(), "merged");
+        var m = CliRunner.Run("merge", "--model", model, "--adapter", lora, "--adapter", ia3, "--out", merged);
+        Assert.True(m.ExitCode == 0, m.Stderr);
+        Assert.Equal(want, CliNll(merged), 1e-4);
+    }
+
+    [Fact]
     public void TrainMethodIA3WritesAPeftFolderThatEvalReads()
     {
         var model = Model(out var ckpt);
