@@ -21,3 +21,4 @@ run mem-lora-fp32    bench train --config $gpt2 --method lora --dtype float32  -
 run mem-full-fp32    bench train --config $gpt2 --method full --dtype float32  --batch-size 1 --seq-len 256 --steps 2
 run infer-fp32       bench infer --config $gpt2 --dtype float32 --repeats 5
 run infer-bf16       bench infer --config $gpt2 --dtype bfloat16 --repeats 5
+run evaluate-fp32    bench evaluate --config $gpt2 --dtype float32 --items 8 --repeats 3

@@ -313,12 +313,19 @@ namespace PeftSharp.Build
     {
         [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
         [Required] public string Version { get; set; } = "";
+        /// <summary>Patch even when the system libstdc++ defines <see cref="Version"/> (for outputs that run elsewhere, e.g. the .NET tool package).</summary>
+        public bool Always { get; set; }
 
         public override bool Execute()
         {
             if (!System.Runtime.InteropServices.RuntimeInformation.IsOSPlatform(System.Runtime.InteropServices.OSPlatform.Linux))
                 return true;
             var libstdcxx = ElfVersionNeedPatcher.FindSystemLibStdCxx();
+            if (Always)
+            {
+                foreach (var item in Files) Patch(item.GetMetadata("FullPath"), "built to run on other machines");
+                return true;
+            }
             if (libstdcxx == null)
             {
                 Log.LogMessage(MessageImportance.Low, $"No system libstdc++.so.6 found; not patching {Version} requirements.");
@@ -338,23 +345,24 @@ namespace PeftSharp.Build
                 return true;
             }
 
-            foreach (var item in Files)
-            {
-                var path = item.GetMetadata("FullPath");
-                try
-                {
-                    int changed = ElfVersionNeedPatcher.MarkVersionNeedWeak(path, Version);
-                    if (changed > 0)
-                        Log.LogMessage(MessageImportance.High,
-                            $"Marked the {Version} requirement of {path} weak ({libstdcxx} lacks {Version}; see docs/troubleshooting-glibcxx.md).");
-                }
-                catch (Exception e) when (e is IOException || e is InvalidDataException || e is UnauthorizedAccessException)
-                {
-                    // A warning, not an error: the build output is still usable on systems with a newer libstdc++.
-                    Log.LogWarning($"Could not mark the {Version} requirement of {path} weak: {e.Message}");
-                }
-            }
+            foreach (var item in Files) Patch(item.GetMetadata("FullPath"), $"{libstdcxx} lacks {Version}");
             return true;
+        }
+
+        void Patch(string path, string reason)
+        {
+            try
+            {
+                int changed = ElfVersionNeedPatcher.MarkVersionNeedWeak(path, Version);
+                if (changed > 0)
+                    Log.LogMessage(MessageImportance.High,
+                        $"Marked the {Version} requirement of {path} weak ({reason}; see docs/troubleshooting-glibcxx.md).");
+            }
+            catch (Exception e) when (e is IOException || e is InvalidDataException || e is UnauthorizedAccessException)
+            {
+                // A warning, not an error: the build output is still usable on systems with a newer libstdc++.
+                Log.LogWarning($"Could not mark the {Version} requirement of {path} weak: {e.Message}");
+            }
         }
     }
 }

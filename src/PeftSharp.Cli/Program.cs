@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Cli.Commands;
 using PeftSharp.Cli.Commands.Bench;
+using PeftSharp.Cli.Commands.Data;
 using PeftSharp.Cli.Demo;
 
 namespace PeftSharp.Cli;
@@ -13,6 +14,8 @@ public static class Program
         var root = new RootCommand("peftsharp: parameter-efficient fine-tuning of transformer language models for .NET")
         {
             EvalCommand.Create(),
+            EvaluateCommand.Create(),
+            DataCommand.Create(),
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
@@ -25,6 +28,7 @@ public static class Program
             DemoCommand.Create(),
             TrainCommand.Create(),
             QuantizeCommand.Create(),
+            BitDeltaCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

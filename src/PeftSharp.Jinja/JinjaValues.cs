@@ -10,6 +10,7 @@ namespace PeftSharp.Jinja;
 /// </summary>
 public sealed class Undefined
 {
+    /// <summary>What was looked up and not found, for error messages.</summary>
     public string Hint { get; }
     internal Undefined(string hint) => Hint = hint;
 }
@@ -17,19 +18,23 @@ public sealed class Undefined
 /// <summary>A callable value: a global function, a macro, or a bound method such as <c>message.content.strip</c>.</summary>
 public sealed class JinjaFunction(string name, Func<IReadOnlyList<object?>, IReadOnlyDictionary<string, object?>, object?> invoke)
 {
+    /// <summary>The name errors and <c>repr</c> use.</summary>
     public string Name { get; } = name;
+    /// <summary>Calls it with positional <paramref name="args"/> and keyword <paramref name="kwargs"/>.</summary>
     public object? Invoke(IReadOnlyList<object?> args, IReadOnlyDictionary<string, object?> kwargs) => invoke(args, kwargs);
 }
 
 /// <summary>A Python tuple: a list that prints as (a, b). <c>dict.items()</c> yields these.</summary>
 public sealed class JinjaTuple : List<object?>
 {
+    /// <summary>A tuple of <paramref name="items"/>, in order.</summary>
     public JinjaTuple(IEnumerable<object?> items) : base(items) { }
 }
 
 /// <summary>What <c>namespace(...)</c> makes: attributes that <c>{% set ns.x = … %}</c> may change from inside a loop.</summary>
 public sealed class JinjaNamespace
 {
+    /// <summary>The attributes by name, in the order they were first set.</summary>
     public OrderedDictionary<string, object?> Attributes { get; } = new(StringComparer.Ordinal);
 }
 
@@ -52,6 +57,7 @@ public static class JinjaValues
         _ => null,
     };
 
+    /// <summary>A template dict of <paramref name="items"/> in order (a later duplicate key replaces the value).</summary>
     public static OrderedDictionary<string, object?> ToDict(IEnumerable<(string Key, object? Value)> items)
     {
         var dict = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
@@ -59,6 +65,7 @@ public static class JinjaValues
         return dict;
     }
 
+    /// <summary>Python's truth value: None, Undefined, false, 0, 0.0 and empty strings, lists and dicts are false.</summary>
     public static bool IsTrue(object? value) => value switch
     {
         null or Undefined => false,
@@ -218,8 +225,11 @@ public static class JinjaValues
         return Rune.GetRuneAt(a, char.IsLowSurrogate(a[i]) ? i - 1 : i).Value.CompareTo(Rune.GetRuneAt(b, char.IsLowSurrogate(b[i]) ? i - 1 : i).Value);
     }
 
+    /// <summary>Whether <paramref name="v"/> takes part in arithmetic as a number (int, float, or bool as in Python).</summary>
     public static bool IsNumber(object? v) => v is long or double or bool;
+    /// <summary>The integer value of a number (floats truncated toward zero, bools 0 or 1); 0 for anything else.</summary>
     public static long ToLong(object? v) => v switch { long l => l, bool b => b ? 1 : 0, double d => (long)d, _ => 0 };
+    /// <summary>The float value of a number (bools 0 or 1); 0 for anything else.</summary>
     public static double ToDouble(object? v) => v switch { long l => l, bool b => b ? 1 : 0, double d => d, _ => 0 };
 
     /// <summary>Python's type name, for error messages.</summary>
@@ -261,6 +271,8 @@ public static class JinjaValues
         return result;
     }
 
+    /// <summary>Python's <c>len</c>: code points of a string, items of a list or dict; Undefined is 0.</summary>
+    /// <exception cref="JinjaException">The value has no length (reported at <paramref name="line"/>).</exception>
     public static int Length(object? value, int line) => value switch
     {
         string s => StringElements(s).Count,

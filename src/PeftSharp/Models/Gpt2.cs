@@ -127,6 +127,8 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         if (offset + t > wpe.weight.shape[0])
             throw new PeftSharpException($"sequence of {offset + t} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
         var positions = arange(offset, offset + t, device: ids.device);
+        if (cache?.LeftPadding is long[] padding) // left-padded batch: count each row's positions from its first real token
+            positions = positions.unsqueeze(0).sub(tensor(padding, device: ids.device).unsqueeze(1)).clamp_min(0);
         x = x.add(wpe.forward(positions));
         var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
         bool addPrefix = first && prefix > 0, taps = extensions.HasTaps;

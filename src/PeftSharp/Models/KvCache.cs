@@ -17,6 +17,33 @@ public sealed class KvCache : IDisposable
         values = new Tensor?[layers];
     }
 
+    /// <summary>
+    /// Left-padding tokens per batch row, when a batch of prompts was left-padded: each row's real tokens then take
+    /// positions counted from its own first real token (as transformers' generate derives position ids from the
+    /// attention mask). Only absolute position embeddings (GPT-2) need it; rotary ones are shift-invariant.
+    /// </summary>
+    public long[]? LeftPadding { get; set; }
+
+    /// <summary>
+    /// A new cache holding these positions for <paramref name="rows"/> rows: this cache must hold one row, which
+    /// every row of the new one starts from (scoring several continuations of one prompt). The prompt's keys and
+    /// values are shared, not copied, until the new cache appends to them.
+    /// </summary>
+    public KvCache RepeatRows(long rows)
+    {
+        var copy = new KvCache(keys.Length);
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (keys[i] is not Tensor k || values[i] is not Tensor v) continue;
+            if (k.shape[0] != 1) throw new InvalidOperationException($"RepeatRows needs a one-row cache, this one has {k.shape[0]} rows");
+            copy.keys[i] = k.expand(rows, -1, -1, -1);
+            copy.values[i] = v.expand(rows, -1, -1, -1);
+            copy.keys[i]!.DetachFromDisposeScope();
+            copy.values[i]!.DetachFromDisposeScope();
+        }
+        return copy;
+    }
+
     /// <summary>Positions already cached (the offset of the next token).</summary>
     public long Length => keys[0]?.shape[2] ?? 0;
 

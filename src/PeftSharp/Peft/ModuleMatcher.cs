@@ -4,7 +4,7 @@ using System.Text.RegularExpressions;
 
 namespace PeftSharp.Peft;
 
-/// <summary>What <see cref="ModuleMatcher.Match"/> decided for one module path.</summary>
+/// <summary>What <c>ModuleMatcher.Match</c> decided for one module path.</summary>
 public enum ModuleMatch
 {
     /// <summary>Not selected by target_modules (or filtered out by layers_to_transform).</summary>

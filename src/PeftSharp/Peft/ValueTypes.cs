@@ -6,7 +6,7 @@ namespace PeftSharp.Peft;
 /// PEFT's <c>target_modules</c> / <c>exclude_modules</c>: either a list of module names (each matches a module path
 /// exactly or as a dot-separated suffix) or a single string that is a regular expression the whole module path must
 /// match. The string <c>"all-linear"</c> (any case) is PEFT's shorthand for every linear layer except the output
-/// layer; see <see cref="ModuleMatcher.ExpandAllLinear"/>.
+/// layer; see <see cref="ModuleMatcher.ExpandAllLinear(IEnumerable{string}, IEnumerable{string})"/>.
 /// </summary>
 public sealed class TargetModules : IEquatable<TargetModules>
 {

@@ -7,7 +7,7 @@ namespace PeftSharp.Training;
 public sealed record PromptSegment(string Text, bool IsResponse);
 
 /// <summary>
-/// How instruction records become text. Each format yields segments; <see cref="InstructionData.Tokenize"/> turns
+/// How instruction records become text. Each format yields segments; <see cref="InstructionData.Tokenize(IReadOnlyList{PromptSegment}, PeftSharp.Tokenization.ModelTokenizer, int)"/> turns
 /// them into ids with loss on the responses only.
 /// </summary>
 public static class PromptFormats

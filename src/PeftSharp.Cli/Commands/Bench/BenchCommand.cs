@@ -10,6 +10,8 @@ public static class BenchCommand
         BenchInferCommand.Create(),
         BenchTrainCommand.Create(),
         BenchDyLoraCommand.Create(),
+        BenchEvaluateCommand.Create(),
+        BenchBitDeltaCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

@@ -19,7 +19,7 @@ public static partial class ModuleMatcher
     /// <exception cref="PeftSharpException">target_modules is unset (use <see cref="LoraDefaults.ApplyTo"/>), or a
     /// pattern is not a valid regex.</exception>
     /// <exception cref="InvalidOperationException">target_modules is <c>"all-linear"</c>, which must first be
-    /// expanded with <see cref="ExpandAllLinear"/>.</exception>
+    /// expanded with <see cref="ExpandAllLinear(IEnumerable{string}, IEnumerable{string})"/>.</exception>
     public static ModuleMatch Match(LoraConfig config, string modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -114,7 +114,7 @@ public static partial class ModuleMatcher
     }
 
     /// <summary>
-    /// Applies <see cref="ExpandAllLinear"/> to <paramref name="config"/> when its target_modules is
+    /// Applies <see cref="ExpandAllLinear(IEnumerable{string}, IEnumerable{string})"/> to <paramref name="config"/> when its target_modules is
     /// <c>"all-linear"</c> (any case); otherwise leaves it unchanged. Returns whether it changed.
     /// </summary>
     public static bool ExpandAllLinear(LoraConfig config, IEnumerable<string> linearModulePaths, IEnumerable<string>? excludedPaths = null)
