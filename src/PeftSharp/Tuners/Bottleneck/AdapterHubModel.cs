@@ -1,0 +1,110 @@
+using PeftSharp.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.Bottleneck;
+
+/// <summary>
+/// AdapterHub-style bottleneck adapters (Houlsby, Pfeiffer, parallel) on a <see cref="CausalLM"/>: one
+/// <see cref="SubLayerAdapters"/> per decoder block and location, holding adapters by name. The base model is frozen;
+/// the active adapter's parameters train.
+/// </summary>
+public sealed class AdapterHubModel
+{
+    readonly Dictionary<string, AdapterHubConfig> configs = new(StringComparer.Ordinal);
+    readonly Dictionary<(int Layer, SubLayer Location), SubLayerAdapters> locations = new();
+
+    AdapterHubModel(CausalLM model)
+    {
+        Model = model;
+        foreach (var p in model.parameters()) p.requires_grad = false;
+    }
+
+    public CausalLM Model { get; }
+    public IReadOnlyDictionary<string, AdapterHubConfig> Configs => configs;
+    /// <summary>The adapter that runs (AdapterHub's <c>set_active_adapters</c> with one name), or null.</summary>
+    public string? Active { get; private set; }
+    public IReadOnlyDictionary<(int Layer, SubLayer Location), SubLayerAdapters> Locations => locations;
+
+    /// <summary>The module path of decoder block <paramref name="layer"/> (<c>transformer.h.3</c>, <c>model.layers.3</c>).</summary>
+    public static string BlockPath(CausalLM model, int layer) => model.Config.IsGpt2 ? $"transformer.h.{layer}" : $"model.layers.{layer}";
+
+    static nn.Module Block(CausalLM model, int layer) => model switch
+    {
+        Gpt2LMHeadModel g => g.transformer.h[layer],
+        LlamaForCausalLM l => l.model.layers[layer],
+        _ => throw new PeftSharpException($"bottleneck adapters: model {model.GetType().Name} is not supported"),
+    };
+
+    /// <summary>AdapterHub's <c>add_adapter(name, config)</c> + <c>train_adapter(name)</c>: adds a trainable, active adapter.</summary>
+    public static AdapterHubModel Create(CausalLM model, AdapterHubConfig config, string name, long? seed = null)
+    {
+        var hub = new AdapterHubModel(model);
+        hub.AddAdapter(name, config, seed);
+        hub.SetActive(name, trainable: true);
+        return hub;
+    }
+
+    /// <summary>Adds an adapter (inactive, frozen) at every location its config names, in every layer not left out.</summary>
+    public void AddAdapter(string name, AdapterHubConfig config, long? seed = null)
+    {
+        if (configs.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists");
+        if (name.Length == 0 || name.Contains('.')) throw new PeftSharpException($"adapter name \"{name}\" must be non-empty and contain no '.'");
+        configs[name] = config;
+        int hidden = Model.Config.Hidden;
+        using var gen = seed is null ? null : new Generator((ulong)seed.Value, Model.Device);
+        var leaveOut = config.LeaveOut.ToHashSet();
+        for (int layer = 0; layer < Model.Config.Layers; layer++)
+        {
+            if (leaveOut.Contains(layer)) continue;
+            foreach (var location in new[] { SubLayer.Attention, SubLayer.Mlp })
+            {
+                if (location == SubLayer.Attention ? !config.MhAdapter : !config.OutputAdapter) continue;
+                var adapter = new SubLayerBottleneck(config, hidden, config.BottleneckSize(hidden, layer), Model.Device, gen);
+                foreach (var p in adapter.parameters()) p.requires_grad = false;
+                LocationAt(layer, location).adapters.Add(name, adapter);
+            }
+        }
+    }
+
+    SubLayerAdapters LocationAt(int layer, SubLayer location)
+    {
+        if (locations.TryGetValue((layer, location), out var existing)) return existing;
+        var created = new SubLayerAdapters(location);
+        Block(Model, layer).register_module(SubLayerAdapters.ModuleName(location), created);
+        locations[(layer, location)] = created;
+        return created;
+    }
+
+    /// <summary>Makes <paramref name="name"/> the adapter that runs (null: none), and sets whether its parameters train.</summary>
+    public void SetActive(string? name, bool trainable = false)
+    {
+        if (name is not null && !configs.ContainsKey(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
+        Active = name;
+        foreach (var loc in locations.Values) loc.Active = name;
+        foreach (var n in configs.Keys)
+            foreach (var (_, p) in ParametersOf(n)) p.requires_grad = trainable && n == name;
+    }
+
+    /// <summary>An adapter's parameters by model parameter name (<c>transformer.h.0.output_adapters.adapters.{name}.adapter_up.weight</c>).</summary>
+    public IEnumerable<(string Name, Parameter Param)> ParametersOf(string name)
+    {
+        foreach (var ((layer, location), loc) in locations.OrderBy(kv => kv.Key.Layer).ThenBy(kv => kv.Key.Location))
+        {
+            if (!loc.adapters.Contains(name)) continue;
+            string prefix = $"{BlockPath(Model, layer)}.{SubLayerAdapters.ModuleName(location)}.adapters.{name}.";
+            foreach (var (pn, p) in loc.adapters[name].named_parameters()) yield return (prefix + pn, p);
+        }
+    }
+
+    /// <summary>Number of parameters of one adapter.</summary>
+    public long ParameterCount(string name) => ParametersOf(name).Sum(t => t.Param.numel());
+
+    /// <summary>
+    /// The residual stream after a sub-layer of block <paramref name="layer"/>: the active adapter's result given the
+    /// sub-layer input <paramref name="h"/> and output <paramref name="o"/>, or h + o where no adapter runs.
+    /// </summary>
+    public Tensor Apply(int layer, SubLayer location, Tensor h, Tensor o) =>
+        locations.TryGetValue((layer, location), out var loc) ? loc.Apply(h, o) : h.add(o);
+}
