@@ -16,7 +16,14 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
         Config = config;
         DType = dtype;
         Device = device;
+        Extensions = new ExtensionPoints(this, config.Layers);
     }
+
+    /// <summary>The places where tuning methods act (wrapped layers, sub-layer hooks, prefixes, input rewrite, taps).</summary>
+    public ExtensionPoints Extensions { get; }
+
+    /// <summary>The decoder blocks in order (GPT-2's <c>transformer.h</c>, Llama's <c>model.layers</c>).</summary>
+    public abstract IReadOnlyList<DecoderBlock> Blocks { get; }
 
     public ModelConfig Config { get; }
     public ScalarType DType { get; }

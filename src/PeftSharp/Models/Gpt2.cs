@@ -30,12 +30,14 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => Forward(x, null, null);
 
-    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask)
+    /// <summary>prefix: keys and values [B, H, P, D] put in front of this forward's own (extension point 3).</summary>
+    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask, (Tensor Keys, Tensor Values)? prefix = null)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         var qkv = c_attn.forward(x).view(b, t, 3, heads, headDim).permute(2, 0, 3, 1, 4); // [3, B, H, T, D]
         Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+        if (prefix is { } p) (k, v) = (cat([p.Keys, k], 2), cat([p.Values, v], 2));
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
         var y = Attention.Causal(q, k, v, attentionMask);
         return c_proj.forward(y).MoveToOuterDisposeScope();
@@ -63,14 +65,14 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
     }
 }
 
-public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
+public sealed class Gpt2Block : DecoderBlock
 {
     public LayerNorm ln_1;
     public Gpt2Attention attn;
     public LayerNorm ln_2;
     public Gpt2Mlp mlp;
 
-    public Gpt2Block(ModelConfig c, int layer, ScalarType dtype, Device device) : base("block")
+    public Gpt2Block(ModelConfig c, int layer, ExtensionPoints extensions, ScalarType dtype, Device device) : base("block", layer, extensions)
     {
         ln_1 = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
         attn = new Gpt2Attention(c, layer, dtype, device);
@@ -81,11 +83,15 @@ public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => Forward(x, null, null);
 
-    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask)
+    /// <summary>One block; addPrefix puts the key/value prefixes (extension point 3) in front of this forward's keys.</summary>
+    public Tensor Forward(Tensor x, KvCache? cache, Tensor? attentionMask, bool addPrefix = false)
     {
         using var scope = NewDisposeScope();
-        var h = x.add(attn.Forward(ln_1.forward(x), cache, attentionMask));
-        return h.add(mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
+        var a = ln_1.forward(x);
+        var prefix = Prefix(addPrefix, x.shape[0], x.dtype, x.device);
+        var h = x.add(Hooked(SubLayerKind.Attention, x, a, attn.Forward(a, cache, attentionMask, prefix)));
+        var m = ln_2.forward(h);
+        return h.add(Hooked(SubLayerKind.Mlp, h, m, mlp.forward(m))).MoveToOuterDisposeScope();
     }
 }
 
@@ -96,11 +102,14 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
     public ModuleList<Gpt2Block> h;
     public LayerNorm ln_f;
 
-    public Gpt2Model(ModelConfig c, ScalarType dtype, Device device) : base("transformer")
+    readonly ExtensionPoints extensions;
+
+    public Gpt2Model(ModelConfig c, ExtensionPoints extensions, ScalarType dtype, Device device) : base("transformer")
     {
+        this.extensions = extensions;
         wte = new Embedding(c.VocabSize, c.NEmbd, dtype, device);
         wpe = new Embedding(c.NPositions, c.NEmbd, dtype, device);
-        h = nn.ModuleList(Enumerable.Range(0, c.NLayer).Select(i => new Gpt2Block(c, i, dtype, device)).ToArray());
+        h = nn.ModuleList(Enumerable.Range(0, c.NLayer).Select(i => new Gpt2Block(c, i, extensions, dtype, device)).ToArray());
         ln_f = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
         RegisterComponents();
     }
@@ -110,16 +119,29 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
     public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
-        long offset = cache?.Length ?? 0, t = ids.shape[1];
+        // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
+        var (first, prefix, virtualTokens) = extensions.Leading(cache);
+        var x = wte.forward(ids);
+        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids);
+        long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
         if (offset + t > wpe.weight.shape[0])
             throw new PeftSharpException($"sequence of {offset + t} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
         var positions = arange(offset, offset + t, device: ids.device);
-        var x = wte.forward(ids).add(wpe.forward(positions));
+        x = x.add(wpe.forward(positions));
+        var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
+        bool addPrefix = first && prefix > 0, taps = extensions.HasTaps;
+        if (taps) extensions.Observe(0, x);
         foreach (var block in h)
+        {
             x = checkpoint && cache is null && is_grad_enabled()
-                ? GradientCheckpoint.Run((input, extras) => block.Forward(input, null, extras[0]), x, attentionMask)
-                : block.Forward(x, cache, attentionMask);
-        return ln_f.forward(x).MoveToOuterDisposeScope();
+                ? GradientCheckpoint.Run((input, extras) => block.Forward(input, null, extras[0], addPrefix), x, mask)
+                : block.Forward(x, cache, mask, addPrefix);
+            if (taps) extensions.Observe(block.Index + 1, x);
+        }
+        x = ln_f.forward(x);
+        if (taps) x = extensions.Final(x);
+        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, t - virtualTokens);
+        return x.MoveToOuterDisposeScope();
     }
 }
 
@@ -133,11 +155,13 @@ public sealed class Gpt2LMHeadModel : CausalLM
     {
         if (!config.TieWordEmbeddings)
             throw new PeftSharpException("config.json: GPT-2 with tie_word_embeddings=false is not supported");
-        transformer = new Gpt2Model(config, dtype, Device);
+        transformer = new Gpt2Model(config, Extensions, dtype, Device);
         RegisterComponents();
     }
 
     public override Tensor OutputEmbedding => transformer.wte.weight;
+
+    public override IReadOnlyList<DecoderBlock> Blocks => [.. transformer.h];
 
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
         transformer.Forward(inputIds, cache, attentionMask, GradientCheckpointing);

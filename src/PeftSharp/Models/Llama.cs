@@ -36,7 +36,8 @@ public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask)
+    /// <summary>prefix: keys and values [B, Hkv, P, D] put in front of this forward's own, not rotated (extension point 3).</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask, (Tensor Keys, Tensor Values)? prefix = null)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
@@ -45,6 +46,7 @@ public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
+        if (prefix is { } p) (k, v) = (cat([p.Keys, k], 2), cat([p.Values, v], 2));
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
         var y = Attention.Causal(q, k, v, attentionMask);
         return o_proj.forward(y).MoveToOuterDisposeScope();
@@ -75,14 +77,14 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     }
 }
 
-public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
+public sealed class LlamaDecoderLayer : DecoderBlock
 {
     public RmsNorm input_layernorm;
     public LlamaAttention self_attn;
     public RmsNorm post_attention_layernorm;
     public LlamaMlp mlp;
 
-    public LlamaDecoderLayer(ModelConfig c, int layer, ScalarType dtype, Device device) : base("layer")
+    public LlamaDecoderLayer(ModelConfig c, int layer, ExtensionPoints extensions, ScalarType dtype, Device device) : base("layer", layer, extensions)
     {
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         self_attn = new LlamaAttention(c, layer, dtype, device);
@@ -93,11 +95,15 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask)
+    /// <summary>One block; addPrefix puts the key/value prefixes (extension point 3) in front of this forward's keys.</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, Tensor? attentionMask, bool addPrefix = false)
     {
         using var scope = NewDisposeScope();
-        var h = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, cache, attentionMask));
-        return h.add(mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        var a = input_layernorm.forward(x);
+        var prefix = Prefix(addPrefix, x.shape[0], x.dtype, x.device);
+        var h = x.add(Hooked(SubLayerKind.Attention, x, a, self_attn.Forward(a, cos, sin, cache, attentionMask, prefix)));
+        var m = post_attention_layernorm.forward(h);
+        return h.add(Hooked(SubLayerKind.Mlp, h, m, mlp.forward(m))).MoveToOuterDisposeScope();
     }
 }
 
@@ -107,11 +113,13 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     public ModuleList<LlamaDecoderLayer> layers;
     public RmsNorm norm;
     readonly RotaryEmbedding rope;
+    readonly ExtensionPoints extensions;
 
-    public LlamaModel(ModelConfig c, ScalarType dtype, Device device) : base("model")
+    public LlamaModel(ModelConfig c, ExtensionPoints extensions, ScalarType dtype, Device device) : base("model")
     {
+        this.extensions = extensions;
         embed_tokens = new Embedding(c.VocabSize, c.HiddenSize, dtype, device);
-        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new LlamaDecoderLayer(c, i, dtype, device)).ToArray());
+        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new LlamaDecoderLayer(c, i, extensions, dtype, device)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         rope = new RotaryEmbedding(c.HeadDim, c.RopeTheta, c.RopeScaling);
         RegisterComponents();
@@ -124,13 +132,26 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
+        // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
+        var (first, prefix, virtualTokens) = extensions.Leading(cache);
         var x = embed_tokens.forward(ids);
-        var (cos, sin) = rope.Tables(cache?.Length ?? 0, ids.shape[1], x.dtype, x.device);
+        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids);
+        long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
+        var (cos, sin) = rope.Tables(offset, t, x.dtype, x.device);
+        var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
+        bool addPrefix = first && prefix > 0, taps = extensions.HasTaps;
+        if (taps) extensions.Observe(0, x);
         foreach (var layer in layers)
+        {
             x = checkpoint && cache is null && is_grad_enabled()
-                ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2]), x, cos, sin, attentionMask)
-                : layer.Forward(x, cos, sin, cache, attentionMask);
-        return norm.forward(x).MoveToOuterDisposeScope();
+                ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2], addPrefix), x, cos, sin, mask)
+                : layer.Forward(x, cos, sin, cache, mask, addPrefix);
+            if (taps) extensions.Observe(layer.Index + 1, x);
+        }
+        x = norm.forward(x);
+        if (taps) x = extensions.Final(x);
+        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, t - virtualTokens);
+        return x.MoveToOuterDisposeScope();
     }
 }
 
@@ -143,12 +164,14 @@ public sealed class LlamaForCausalLM : CausalLM
     public LlamaForCausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
         : base(nameof(LlamaForCausalLM), config, dtype, device ?? CPU)
     {
-        model = new LlamaModel(config, dtype, Device);
+        model = new LlamaModel(config, Extensions, dtype, Device);
         lm_head = config.TieWordEmbeddings ? null : new Linear(config.HiddenSize, config.VocabSize, false, false, dtype, Device);
         RegisterComponents();
     }
 
     public override Tensor OutputEmbedding => lm_head?.weight ?? model.embed_tokens.weight;
+
+    public override IReadOnlyList<DecoderBlock> Blocks => [.. model.layers];
 
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
         model.Forward(inputIds, cache, attentionMask, GradientCheckpointing);

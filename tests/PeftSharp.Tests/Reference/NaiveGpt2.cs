@@ -44,6 +44,9 @@ public sealed class NaiveGpt2
 
     public NaiveGpt2Config Config { get; }
 
+    /// <summary>Test-supplied changes to the forward (tuning methods' reference); none by default.</summary>
+    public NaiveHooks Hooks { get; init; } = new();
+
     public NaiveGpt2(NaiveGpt2Config config, IReadOnlyDictionary<string, float[]> weights)
     {
         config.Validate();
@@ -105,6 +108,14 @@ public sealed class NaiveGpt2
     /// </summary>
     public IReadOnlyList<double[,]> HiddenStates(int[] tokenIds) => Forward(tokenIds).HiddenStates;
 
+    static double[,] DropRows(double[,] m, int n)
+    {
+        var r = new double[m.GetLength(0) - n, m.GetLength(1)];
+        for (int i = 0; i < r.GetLength(0); i++)
+            for (int j = 0; j < r.GetLength(1); j++) r[i, j] = m[i + n, j];
+        return r;
+    }
+
     private (double[,] Logits, List<double[,]> HiddenStates) Forward(int[] ids)
     {
         var c = Config;
@@ -115,9 +126,20 @@ public sealed class NaiveGpt2
             NaiveOps.Check(id >= 0 && id < c.VocabSize, $"NaiveGpt2: token id {id} outside vocabulary");
 
         float[] wte = W("wte.weight"), wpe = W("wpe.weight");
+        // Virtual tokens (prompt tuning) come first; prefix keys (prefix tuning) shift every position by P.
+        var hk = Hooks;
+        int nv = hk.VirtualCount, pl = hk.PrefixLength, real = t;
+        NaiveOps.Check(pl + nv + t <= c.NPositions, $"NaiveGpt2: {pl + nv + t} positions exceed n_positions {c.NPositions}");
+        t = nv + real;
         var h = new double[t][];
         for (int i = 0; i < t; i++)
-            h[i] = NaiveOps.Add(NaiveOps.Row(wte, ids[i], e), NaiveOps.Row(wpe, i, e));
+        {
+            double[] tok = i < nv ? hk.VirtualTokens![i] : NaiveOps.Row(wte, ids[i - nv], e);
+            h[i] = NaiveOps.Add(tok, NaiveOps.Row(wpe, pl + i, e));
+        }
+
+        double[] Conv(string path, double[] x, int inDim, int outDim) =>
+            hk.Out(path, NaiveOps.Conv1D(hk.In(path, x), W(path + ".weight"), W(path + ".bias"), inDim, outDim));
 
         var hidden = new List<double[,]>();
         for (int l = 0; l < c.NLayer; l++)
@@ -127,13 +149,20 @@ public sealed class NaiveGpt2
 
             // --- attention
             var q = new double[t][]; var k = new double[t][]; var v = new double[t][];
+            var attnIn = new double[t][];
             for (int i = 0; i < t; i++)
             {
-                double[] a = NaiveOps.LayerNorm(h[i], W(p + "ln_1.weight"), W(p + "ln_1.bias"), c.LayerNormEpsilon);
-                double[] qkv = NaiveOps.Conv1D(a, W(p + "attn.c_attn.weight"), W(p + "attn.c_attn.bias"), e, 3 * e);
+                double[] a = attnIn[i] = NaiveOps.LayerNorm(h[i], W(p + "ln_1.weight"), W(p + "ln_1.bias"), c.LayerNormEpsilon);
+                double[] qkv = Conv(p + "attn.c_attn", a, e, 3 * e);
                 q[i] = NaiveOps.Slice(qkv, 0, e);
                 k[i] = NaiveOps.Slice(qkv, e, e);
                 v[i] = NaiveOps.Slice(qkv, 2 * e, e);
+            }
+            if (pl > 0)
+            {
+                var (pk, pv) = hk.Prefix!(l);
+                k = pk.Concat(k).ToArray();
+                v = pv.Concat(v).ToArray();
             }
             var merged = new double[t][];
             for (int i = 0; i < t; i++) merged[i] = new double[e];
@@ -142,21 +171,27 @@ public sealed class NaiveGpt2
                 var qh = q.Select(x => NaiveOps.Slice(x, n * hd, hd)).ToArray();
                 var kh = k.Select(x => NaiveOps.Slice(x, n * hd, hd)).ToArray();
                 var vh = v.Select(x => NaiveOps.Slice(x, n * hd, hd)).ToArray();
-                double[][] oh = NaiveOps.CausalAttention(qh, kh, vh, 1.0 / Math.Sqrt(hd));
+                double[][] oh = NaiveHooks.Attention(qh, kh, vh, 1.0 / Math.Sqrt(hd), pl);
                 for (int i = 0; i < t; i++)
                     Array.Copy(oh[i], 0, merged[i], n * hd, hd);
             }
             for (int i = 0; i < t; i++)
-                h[i] = NaiveOps.Add(h[i], NaiveOps.Conv1D(merged[i], W(p + "attn.c_proj.weight"), W(p + "attn.c_proj.bias"), e, e));
+                h[i] = NaiveOps.Add(h[i], hk.Sub(l, "attention", h[i], attnIn[i], Conv(p + "attn.c_proj", merged[i], e, e)));
 
             // --- MLP
             for (int i = 0; i < t; i++)
             {
                 double[] m = NaiveOps.LayerNorm(h[i], W(p + "ln_2.weight"), W(p + "ln_2.bias"), c.LayerNormEpsilon);
-                double[] up = NaiveOps.Conv1D(m, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), e, inner);
+                double[] up = Conv(p + "mlp.c_fc", m, e, inner);
                 for (int j = 0; j < inner; j++) up[j] = NaiveOps.GeluNew(up[j]);
-                h[i] = NaiveOps.Add(h[i], NaiveOps.Conv1D(up, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"), inner, e));
+                h[i] = NaiveOps.Add(h[i], hk.Sub(l, "mlp", h[i], m, Conv(p + "mlp.c_proj", up, inner, e)));
             }
+        }
+        if (nv > 0)
+        {
+            h = h[nv..];
+            t = real;
+            hidden = hidden.Select(m => DropRows(m, nv)).ToList();
         }
 
         var final = new double[t][];

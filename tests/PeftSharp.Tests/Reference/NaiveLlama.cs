@@ -78,6 +78,9 @@ public sealed class NaiveLlama
 
     public NaiveLlamaConfig Config { get; }
 
+    /// <summary>Test-supplied changes to the forward (tuning methods' reference); none by default.</summary>
+    public NaiveHooks Hooks { get; init; } = new();
+
     /// <summary>The (possibly llama3-scaled) RoPE inverse frequencies, length head_dim/2.</summary>
     public double[] InvFreq { get; }
 
@@ -174,8 +177,15 @@ public sealed class NaiveLlama
             NaiveOps.Check(id >= 0 && id < c.VocabSize, $"NaiveLlama: token id {id} outside vocabulary");
 
         float[] embed = W("model.embed_tokens.weight");
+        // Virtual tokens (prompt tuning) come first; prefix keys (prefix tuning) shift every position by P.
+        var hk = Hooks;
+        int nv = hk.VirtualCount, pl = hk.PrefixLength, real = t;
+        t = nv + real;
         var h = new double[t][];
-        for (int i = 0; i < t; i++) h[i] = NaiveOps.Row(embed, ids[i], hs);
+        for (int i = 0; i < t; i++) h[i] = i < nv ? hk.VirtualTokens![i] : NaiveOps.Row(embed, ids[i - nv], hs);
+
+        double[] Lin(string path, double[] x, bool bias, int inDim, int outDim) =>
+            hk.Out(path, NaiveOps.Linear(hk.In(path, x), W(path + ".weight"), B(path + ".bias", bias), inDim, outDim));
 
         var hidden = new List<double[,]>();
         for (int l = 0; l < c.NumHiddenLayers; l++)
@@ -185,24 +195,31 @@ public sealed class NaiveLlama
 
             // --- attention
             var q = new double[t][]; var k = new double[t][]; var v = new double[t][];
+            var attnIn = new double[t][];
             for (int i = 0; i < t; i++)
             {
-                double[] x = NaiveOps.RmsNorm(h[i], W(p + "input_layernorm.weight"), c.RmsNormEps);
-                q[i] = NaiveOps.Linear(x, W(p + "self_attn.q_proj.weight"), B(p + "self_attn.q_proj.bias", c.HasQkvBias), hs, qDim);
-                k[i] = NaiveOps.Linear(x, W(p + "self_attn.k_proj.weight"), B(p + "self_attn.k_proj.bias", c.HasQkvBias), hs, kvDim);
-                v[i] = NaiveOps.Linear(x, W(p + "self_attn.v_proj.weight"), B(p + "self_attn.v_proj.bias", c.HasQkvBias), hs, kvDim);
+                double[] x = attnIn[i] = NaiveOps.RmsNorm(h[i], W(p + "input_layernorm.weight"), c.RmsNormEps);
+                q[i] = Lin(p + "self_attn.q_proj", x, c.HasQkvBias, hs, qDim);
+                k[i] = Lin(p + "self_attn.k_proj", x, c.HasQkvBias, hs, kvDim);
+                v[i] = Lin(p + "self_attn.v_proj", x, c.HasQkvBias, hs, kvDim);
             }
-            // RoPE on each key head, once.
+            var (pk, pv) = pl > 0 ? hk.Prefix!(l) : ([], []);
+            // RoPE on each key head, once (prefix keys are not rotated).
             var kRot = new double[nKv][][];
             var vHead = new double[nKv][][];
             for (int g = 0; g < nKv; g++)
             {
-                kRot[g] = new double[t][];
-                vHead[g] = new double[t][];
+                kRot[g] = new double[pl + t][];
+                vHead[g] = new double[pl + t][];
+                for (int i = 0; i < pl; i++)
+                {
+                    kRot[g][i] = NaiveOps.Slice(pk[i], g * hd, hd);
+                    vHead[g][i] = NaiveOps.Slice(pv[i], g * hd, hd);
+                }
                 for (int i = 0; i < t; i++)
                 {
-                    kRot[g][i] = NaiveOps.ApplyRope(NaiveOps.Slice(k[i], g * hd, hd), i, InvFreq);
-                    vHead[g][i] = NaiveOps.Slice(v[i], g * hd, hd);
+                    kRot[g][pl + i] = NaiveOps.ApplyRope(NaiveOps.Slice(k[i], g * hd, hd), pl + i, InvFreq);
+                    vHead[g][pl + i] = NaiveOps.Slice(v[i], g * hd, hd);
                 }
             }
             var merged = new double[t][];
@@ -212,24 +229,36 @@ public sealed class NaiveLlama
                 int kvHead = n / group;
                 var qh = new double[t][];
                 for (int i = 0; i < t; i++)
-                    qh[i] = NaiveOps.ApplyRope(NaiveOps.Slice(q[i], n * hd, hd), i, InvFreq);
-                double[][] oh = NaiveOps.CausalAttention(qh, kRot[kvHead], vHead[kvHead], 1.0 / Math.Sqrt(hd));
+                    qh[i] = NaiveOps.ApplyRope(NaiveOps.Slice(q[i], n * hd, hd), pl + i, InvFreq);
+                double[][] oh = NaiveHooks.Attention(qh, kRot[kvHead], vHead[kvHead], 1.0 / Math.Sqrt(hd), pl);
                 for (int i = 0; i < t; i++)
                     Array.Copy(oh[i], 0, merged[i], n * hd, hd);
             }
             for (int i = 0; i < t; i++)
-                h[i] = NaiveOps.Add(h[i], NaiveOps.Linear(merged[i], W(p + "self_attn.o_proj.weight"), B(p + "self_attn.o_proj.bias", c.HasOProjBias), qDim, hs));
+                h[i] = NaiveOps.Add(h[i], hk.Sub(l, "attention", h[i], attnIn[i], Lin(p + "self_attn.o_proj", merged[i], c.HasOProjBias, qDim, hs)));
 
             // --- SwiGLU MLP
             for (int i = 0; i < t; i++)
             {
                 double[] x = NaiveOps.RmsNorm(h[i], W(p + "post_attention_layernorm.weight"), c.RmsNormEps);
-                double[] gate = NaiveOps.Linear(x, W(p + "mlp.gate_proj.weight"), B(p + "mlp.gate_proj.bias", c.HasMlpBias), hs, ff);
-                double[] up = NaiveOps.Linear(x, W(p + "mlp.up_proj.weight"), B(p + "mlp.up_proj.bias", c.HasMlpBias), hs, ff);
+                double[] gate = Lin(p + "mlp.gate_proj", x, c.HasMlpBias, hs, ff);
+                double[] up = Lin(p + "mlp.up_proj", x, c.HasMlpBias, hs, ff);
                 var act = new double[ff];
                 for (int j = 0; j < ff; j++) act[j] = NaiveOps.Silu(gate[j]) * up[j];
-                h[i] = NaiveOps.Add(h[i], NaiveOps.Linear(act, W(p + "mlp.down_proj.weight"), B(p + "mlp.down_proj.bias", c.HasMlpBias), ff, hs));
+                h[i] = NaiveOps.Add(h[i], hk.Sub(l, "mlp", h[i], x, Lin(p + "mlp.down_proj", act, c.HasMlpBias, ff, hs)));
             }
+        }
+        if (nv > 0)
+        {
+            h = h[nv..];
+            t = real;
+            hidden = hidden.Select(m =>
+            {
+                var r = new double[m.GetLength(0) - nv, m.GetLength(1)];
+                for (int i = 0; i < r.GetLength(0); i++)
+                    for (int j = 0; j < r.GetLength(1); j++) r[i, j] = m[i + nv, j];
+                return r;
+            }).ToList();
         }
 
         var final = new double[t][];
