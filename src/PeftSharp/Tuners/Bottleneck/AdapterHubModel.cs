@@ -13,7 +13,8 @@ namespace PeftSharp.Tuners.Bottleneck;
 public sealed class AdapterHubModel
 {
     readonly Dictionary<string, AdapterHubConfig> configs = new(StringComparer.Ordinal);
-    readonly Dictionary<(int Layer, SubLayer Location), SubLayerAdapters> locations = new();
+    readonly Dictionary<(int Layer, SubLayerKind Location), SubLayerAdapters> locations = new();
+    readonly List<IDisposable> hooks = [];
 
     AdapterHubModel(CausalLM model)
     {
@@ -25,17 +26,10 @@ public sealed class AdapterHubModel
     public IReadOnlyDictionary<string, AdapterHubConfig> Configs => configs;
     /// <summary>The adapter that runs (AdapterHub's <c>set_active_adapters</c> with one name), or null.</summary>
     public string? Active { get; private set; }
-    public IReadOnlyDictionary<(int Layer, SubLayer Location), SubLayerAdapters> Locations => locations;
+    public IReadOnlyDictionary<(int Layer, SubLayerKind Location), SubLayerAdapters> Locations => locations;
 
     /// <summary>The module path of decoder block <paramref name="layer"/> (<c>transformer.h.3</c>, <c>model.layers.3</c>).</summary>
     public static string BlockPath(CausalLM model, int layer) => model.Config.IsGpt2 ? $"transformer.h.{layer}" : $"model.layers.{layer}";
-
-    static nn.Module Block(CausalLM model, int layer) => model switch
-    {
-        Gpt2LMHeadModel g => g.transformer.h[layer],
-        LlamaForCausalLM l => l.model.layers[layer],
-        _ => throw new PeftSharpException($"bottleneck adapters: model {model.GetType().Name} is not supported"),
-    };
 
     /// <summary>AdapterHub's <c>add_adapter(name, config)</c> + <c>train_adapter(name)</c>: adds a trainable, active adapter.</summary>
     public static AdapterHubModel Create(CausalLM model, AdapterHubConfig config, string name, long? seed = null)
@@ -58,9 +52,9 @@ public sealed class AdapterHubModel
         for (int layer = 0; layer < Model.Config.Layers; layer++)
         {
             if (leaveOut.Contains(layer)) continue;
-            foreach (var location in new[] { SubLayer.Attention, SubLayer.Mlp })
+            foreach (var location in new[] { SubLayerKind.Attention, SubLayerKind.Mlp })
             {
-                if (location == SubLayer.Attention ? !config.MhAdapter : !config.OutputAdapter) continue;
+                if (location == SubLayerKind.Attention ? !config.MhAdapter : !config.OutputAdapter) continue;
                 var adapter = new SubLayerBottleneck(config, hidden, config.BottleneckSize(hidden, layer), Model.Device, gen);
                 foreach (var p in adapter.parameters()) p.requires_grad = false;
                 LocationAt(layer, location).adapters.Add(name, adapter);
@@ -68,11 +62,12 @@ public sealed class AdapterHubModel
         }
     }
 
-    SubLayerAdapters LocationAt(int layer, SubLayer location)
+    SubLayerAdapters LocationAt(int layer, SubLayerKind location)
     {
         if (locations.TryGetValue((layer, location), out var existing)) return existing;
         var created = new SubLayerAdapters(location);
-        Block(Model, layer).register_module(SubLayerAdapters.ModuleName(location), created);
+        Model.Blocks[layer].AddModule(SubLayerAdapters.ModuleName(location), created);
+        hooks.Add(Model.Extensions.AddSubLayerHook(layer, location, created));
         locations[(layer, location)] = created;
         return created;
     }
@@ -101,10 +96,37 @@ public sealed class AdapterHubModel
     /// <summary>Number of parameters of one adapter.</summary>
     public long ParameterCount(string name) => ParametersOf(name).Sum(t => t.Param.numel());
 
-    /// <summary>
-    /// The residual stream after a sub-layer of block <paramref name="layer"/>: the active adapter's result given the
-    /// sub-layer input <paramref name="h"/> and output <paramref name="o"/>, or h + o where no adapter runs.
-    /// </summary>
-    public Tensor Apply(int layer, SubLayer location, Tensor h, Tensor o) =>
-        locations.TryGetValue((layer, location), out var loc) ? loc.Apply(h, o) : h.add(o);
+    /// <summary>Runs the base model alone until the returned handle is disposed (AdapterHub's <c>set_active_adapters(None)</c>).</summary>
+    public IDisposable Disable()
+    {
+        string? active = Active;
+        foreach (var loc in locations.Values) loc.Active = null;
+        return new Restore(() => { foreach (var loc in locations.Values) loc.Active = active; });
+    }
+
+    /// <summary>Detaches every adapter from the model (hooks and modules), leaving the base model as it was.</summary>
+    public void Unload()
+    {
+        foreach (var h in hooks) h.Dispose();
+        hooks.Clear();
+        foreach (var ((layer, location), loc) in locations)
+        {
+            Model.Blocks[layer].RemoveModule(SubLayerAdapters.ModuleName(location));
+            loc.Dispose();
+        }
+        locations.Clear();
+        configs.Clear();
+        Active = null;
+    }
+
+    sealed class Restore(Action action) : IDisposable
+    {
+        bool done;
+        public void Dispose()
+        {
+            if (done) return;
+            done = true;
+            action();
+        }
+    }
 }

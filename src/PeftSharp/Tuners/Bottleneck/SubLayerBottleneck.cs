@@ -128,31 +128,43 @@ public sealed class SubLayerBottleneck : nn.Module
     }
 
     /// <summary>
-    /// The block's residual stream after the sub-layer, given the sub-layer's input <paramref name="h"/> (the stream
-    /// before the sub-layer's norm) and output <paramref name="o"/> — what replaces <c>h + o</c>.
+    /// A serial adapter's new sub-layer output, given the residual stream <paramref name="h"/> entering the sub-layer and
+    /// the sub-layer output <paramref name="o"/>: the block adds it to h, so that h + result is AdapterHub's stream.
     /// </summary>
+    public Tensor SerialOutput(Tensor h, Tensor o)
+    {
+        using var scope = NewDisposeScope();
+        var x = config.OriginalLnBefore ? o.add(h) : o;
+        var residual = config.ResidualBeforeLn == "true" ? o : x; // false: the adapter input ("post_add" is refused by the config)
+        var a = Bottleneck(x, o.dtype);
+        Tensor result;
+        if (adapter_norm_after is not null && config.AdapterResidualBeforeLn) result = NormAfter(a.add(residual));
+        else if (adapter_norm_after is not null) result = NormAfter(a).add(residual);
+        else result = a.add(residual);
+        // AdapterHub adds h last (original_ln_after); without it the stream is the result alone, so h is taken back out.
+        if (!config.OriginalLnAfter) result = result.sub(h);
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// A parallel adapter's term beside the sub-layer, from the residual stream <paramref name="h"/> entering it:
+    /// LN?(f(h)) (minus h without <c>original_ln_after</c>, as AdapterHub then leaves h out of the stream).
+    /// </summary>
+    public Tensor ParallelTerm(Tensor h, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var a = Bottleneck(h, dtype);
+        if (adapter_norm_after is not null) a = NormAfter(a);
+        if (!config.OriginalLnAfter) a = a.sub(h);
+        return a.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The block's residual stream after the sub-layer (what replaces <c>h + o</c>).</summary>
     public Tensor Apply(Tensor h, Tensor o)
     {
         using var scope = NewDisposeScope();
-        Tensor result;
-        if (config.IsParallel)
-        {
-            var a = Bottleneck(h, o.dtype);
-            if (adapter_norm_after is not null) a = NormAfter(a);
-            result = a.add(o);
-        }
-        else
-        {
-            string rbl = config.ResidualBeforeLn;
-            var x = config.OriginalLnBefore ? o.add(h) : o;
-            var residual = rbl == "true" ? o : x; // false: the adapter input ("post_add" is refused by the config)
-            var a = Bottleneck(x, o.dtype);
-            if (adapter_norm_after is not null && config.AdapterResidualBeforeLn) result = NormAfter(a.add(residual));
-            else if (adapter_norm_after is not null) result = NormAfter(a).add(residual);
-            else result = a.add(residual);
-        }
-        if (config.OriginalLnAfter) result = result.add(h);
-        return result.MoveToOuterDisposeScope();
+        var stream = IsParallel ? h.add(o).add_(ParallelTerm(h, o.dtype)) : h.add(SerialOutput(h, o));
+        return stream.MoveToOuterDisposeScope();
     }
 
     Tensor NormAfter(Tensor a) => adapter_norm_after!.forward(a.to_type(ScalarType.Float32)).to_type(a.dtype);
