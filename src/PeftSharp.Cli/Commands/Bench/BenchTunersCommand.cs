@@ -112,11 +112,10 @@ public static class BenchTunersCommand
             for (int rep = 0; rep <= o.Repeats; rep++) // rep 0 warms up
                 foreach (var (name, setup, merged) in variants)
                 {
-                    var off = setups.Where(kv => kv.Value != setup).Select(kv => kv.Value.Disable()).ToList();
+                    foreach (var s in setups.Values) s.SetEnabled(s == setup);
                     if (merged) setup!.Merge!();
                     var (_, d) = BenchInferCommand.Measure(model, prompt, o.NewTokens);
                     if (merged) setup!.Unmerge!();
-                    foreach (var x in off) x.Dispose();
                     if (rep == 0) continue;
                     decode[name].Add(d);
                     Console.Error.WriteLine($"  batch {batch} {name,-12} decode {d * 1e3,8:F2} ms/token");

@@ -31,10 +31,16 @@ public sealed class AdapterHubModel
     /// <summary>The module path of decoder block <paramref name="layer"/> (<c>transformer.h.3</c>, <c>model.layers.3</c>).</summary>
     public static string BlockPath(CausalLM model, int layer) => model.Config.IsGpt2 ? $"transformer.h.{layer}" : $"model.layers.{layer}";
 
+    // One per model, as AdapterHub keeps one set of adapter layers per model: adapters of several configs live side by side.
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<CausalLM, AdapterHubModel> PerModel = new();
+
+    /// <summary>The model's AdapterHub-style adapters (created, with the base frozen, on first use).</summary>
+    public static AdapterHubModel For(CausalLM model) => PerModel.GetValue(model, m => new AdapterHubModel(m));
+
     /// <summary>AdapterHub's <c>add_adapter(name, config)</c> + <c>train_adapter(name)</c>: adds a trainable, active adapter.</summary>
     public static AdapterHubModel Create(CausalLM model, AdapterHubConfig config, string name, long? seed = null)
     {
-        var hub = new AdapterHubModel(model);
+        var hub = For(model);
         hub.AddAdapter(name, config, seed);
         hub.SetActive(name, trainable: true);
         return hub;
@@ -117,6 +123,7 @@ public sealed class AdapterHubModel
         locations.Clear();
         configs.Clear();
         Active = null;
+        PerModel.Remove(Model);
     }
 
     sealed class Restore(Action action) : IDisposable

@@ -14,8 +14,8 @@ public sealed class TunerSetup
     /// <summary>Merges into the base weights (null: the method cannot be merged).</summary>
     public Action? Merge { get; init; }
     public Action? Unmerge { get; init; }
-    /// <summary>Runs the base model alone until disposed.</summary>
-    public required Func<IDisposable> Disable { get; init; }
+    /// <summary>Turns the method on or off (the others are not touched).</summary>
+    public required Action<bool> SetEnabled { get; init; }
     public long TrainableCount => Trainable.Sum(p => p.Param.numel());
 
     /// <summary>The methods the tuner benchmarks compare.</summary>
@@ -38,13 +38,18 @@ public sealed class TunerSetup
                 var config = new LoraConfig { R = loraRank, LoraAlpha = 2 * loraRank, TargetModules = loraTargets };
                 if (randomInit) config.InitLoraWeights = InitLoraWeights.False;
                 var lora = LoraModel.Create(model, config, seed: seed);
+                IDisposable? off = null;
                 return new TunerSetup
                 {
                     Method = method,
                     Trainable = lora.TrainableParameters(),
                     Merge = () => lora.Merge(),
                     Unmerge = () => lora.Unmerge(),
-                    Disable = lora.DisableAdapters,
+                    SetEnabled = on =>
+                    {
+                        if (on) { off?.Dispose(); off = null; }
+                        else off ??= lora.DisableAdapters();
+                    },
                 };
             }
             case "houlsby" or "parallel":
@@ -56,7 +61,11 @@ public sealed class TunerSetup
                 {
                     Method = method,
                     Trainable = hub.ParametersOf(method).ToList(),
-                    Disable = hub.Disable,
+                    SetEnabled = on =>
+                    {
+                        if (on) hub.SetActive(method, trainable: hub.ParametersOf(method).Any(p => p.Param.requires_grad));
+                        else if (hub.Active == method) hub.SetActive(null);
+                    },
                 };
             }
             case "ia3":
