@@ -15,7 +15,7 @@ public sealed class Embedding : TunableLayer
         RegisterComponents();
     }
 
-    public override Tensor BaseForward(Tensor ids)
+    protected override Tensor LayerForward(Tensor ids)
     {
         long[] shape = [.. ids.shape, weight.shape[1]];
         return weight.index_select(0, ids.reshape(-1)).view(shape);

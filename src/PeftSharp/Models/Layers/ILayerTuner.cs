@@ -3,8 +3,9 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models.Layers;
 
 /// <summary>
-/// What a tuning method (LoRA and its variants) attaches to a layer: it computes the layer's output from the
-/// input, calling the layer's frozen base computation itself. Layers without a tuner run their base only.
+/// What a tuning method (LoRA and its variants, (IA)³) attaches to a <see cref="TunableLayer"/> (extension point 1): it
+/// computes the layer's output from the input, calling <see cref="TunableLayer.BaseForward"/> for what lies beneath it
+/// (the frozen layer, or an earlier-attached tuner). Layers without a tuner run their own computation only.
 /// </summary>
 public interface ILayerTuner
 {

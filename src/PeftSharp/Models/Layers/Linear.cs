@@ -70,7 +70,7 @@ public class Linear : TunableLayer
     }
 
     /// <summary>The frozen layer's own output: x·Wᵀ + b.</summary>
-    public override Tensor BaseForward(Tensor x)
+    protected override Tensor LayerForward(Tensor x)
     {
         if (QuantState is { } q) return FourBitMatmul.Linear(x, weight, q, bias, ComputeDType);
         if (FanInFanOut)

@@ -15,7 +15,7 @@ namespace PeftSharp.Tuners.AdaLora;
 /// after every optimizer step (before the gradients are dropped). Several adapters may be loaded side by side; at most
 /// one is trainable (it owns the <see cref="RankAllocator"/>).
 /// </summary>
-public sealed class AdaLoraModel
+public sealed partial class AdaLoraModel
 {
     /// <summary>PEFT's TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING (model types without an entry need target_modules).</summary>
     static readonly Dictionary<string, TargetModules> DefaultTargets = new(StringComparer.Ordinal)

@@ -34,7 +34,7 @@ public sealed class SvdLinear : ILayerTuner
     {
         Host = host;
         Register();
-        host.Tuner = this;
+        host.AddTuner(this);
     }
 
     public Linear Host { get; }
@@ -225,7 +225,7 @@ public sealed class SvdLinear : ILayerTuner
     /// <summary>Detaches from the host: the layer computes its base output again and the AdaLoRA parameters are gone.</summary>
     internal void Detach()
     {
-        Host.Tuner = null;
+        Host.RemoveTuner(this);
         foreach (var n in new[] { "lora_A", "lora_B", "lora_E", "ranknum" }) Host.RemoveSubmodule(n);
     }
 }

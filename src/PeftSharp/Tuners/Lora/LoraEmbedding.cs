@@ -21,7 +21,7 @@ public sealed class LoraEmbedding : LoraLayer
         Host = host;
         host.register_module("lora_embedding_A", loraA);
         host.register_module("lora_embedding_B", loraB);
-        host.Tuner = this;
+        host.AddTuner(this);
     }
 
     public Embedding Host { get; }
@@ -148,7 +148,7 @@ public sealed class LoraEmbedding : LoraLayer
 
     public override void Detach()
     {
-        Host.Tuner = null;
+        Host.RemoveTuner(this);
         Host.RemoveSubmodule("lora_embedding_A");
         Host.RemoveSubmodule("lora_embedding_B");
     }

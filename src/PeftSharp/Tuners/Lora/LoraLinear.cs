@@ -42,7 +42,7 @@ public sealed class LoraLinear : LoraLayer
         Host = host;
         host.register_module("lora_A", loraA);
         host.register_module("lora_B", loraB);
-        host.Tuner = this;
+        host.AddTuner(this);
     }
 
     public Linear Host { get; }
@@ -346,7 +346,7 @@ public sealed class LoraLinear : LoraLayer
 
     public override void Detach()
     {
-        Host.Tuner = null;
+        Host.RemoveTuner(this);
         Host.RemoveSubmodule("lora_A");
         Host.RemoveSubmodule("lora_B");
         Host.RemoveSubmodule("lora_magnitude_vector");

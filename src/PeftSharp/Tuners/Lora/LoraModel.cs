@@ -13,7 +13,7 @@ namespace PeftSharp.Tuners.Lora;
 /// attaches adapters under PEFT's parameter names, freezes everything else, and switches, disables, merges
 /// and unloads adapters by name.
 /// </summary>
-public sealed class LoraModel
+public sealed partial class LoraModel
 {
     readonly Dictionary<string, LoraConfig> configs = new(StringComparer.Ordinal);
     readonly Dictionary<string, LoraLinear> linears = new(StringComparer.Ordinal);
