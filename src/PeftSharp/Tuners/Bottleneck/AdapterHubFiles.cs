@@ -117,15 +117,24 @@ public static class AdapterHubFiles
         return (name, AdapterHubConfig.FromJson(config, path));
     }
 
-    /// <summary>Loads an AdapterHub folder into <paramref name="hub"/> (or a new one on <paramref name="model"/>) and activates it.</summary>
-    public static AdapterHubModel Load(CausalLM model, string dir, AdapterHubModel? hub = null, string? loadAs = null, bool trainable = false)
+    /// <summary>Loads an AdapterHub folder onto <paramref name="model"/> and makes it the active adapter.</summary>
+    public static AdapterHubModel Load(CausalLM model, string dir, string? loadAs = null, bool trainable = false)
     {
+        var hub = AdapterHubModel.For(model);
+        string name = LoadAdapter(hub, dir, loadAs, trainable);
+        hub.SetActive(name, trainable);
+        return hub;
+    }
+
+    /// <summary>Loads an AdapterHub folder into <paramref name="hub"/> under <paramref name="loadAs"/> (default: its saved name); not made active.</summary>
+    public static string LoadAdapter(AdapterHubModel hub, string dir, string? loadAs = null, bool trainable = false)
+    {
+        var model = hub.Model;
         if (!Directory.Exists(dir)) throw new PeftSharpException($"{dir}: adapter folder not found");
         var (savedName, config) = ReadConfig(dir, model);
         string weights = BottleneckFiles.RequireSafetensors(dir, WeightsFileName, PickleFileName);
         string name = loadAs ?? savedName;
-        if (hub is null) hub = AdapterHubModel.Create(model, config, name);
-        else hub.AddAdapter(name, config);
+        hub.AddAdapter(name, config, trainable: trainable);
         var slots = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (key, p) in hub.ParametersOf(name)) slots[key] = p;
         string basePrefix = model.Config.IsGpt2 ? "transformer." : "model.";
@@ -135,9 +144,13 @@ public static class AdapterHubFiles
             k = k.Replace($".adapters.{savedName}.", $".adapters.{name}.", StringComparison.Ordinal);
             return k.Replace(".adapter_norm_before.", ".adapter_down.0.", StringComparison.Ordinal);
         }
-        ReadAliased(weights, slots, Map);
-        hub.SetActive(name, trainable);
-        return hub;
+        try { ReadAliased(weights, slots, Map); }
+        catch
+        {
+            hub.DeleteAdapter(name);
+            throw;
+        }
+        return name;
     }
 
     // Like BottleneckFiles.ReadWeights, but two file keys may fill one slot (adapter_norm_before and adapter_down.0).

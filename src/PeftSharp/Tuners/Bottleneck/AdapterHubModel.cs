@@ -10,11 +10,12 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// <see cref="SubLayerAdapters"/> per decoder block and location, holding adapters by name. The base model is frozen;
 /// the active adapter's parameters train.
 /// </summary>
-public sealed class AdapterHubModel
+public sealed partial class AdapterHubModel
 {
     readonly Dictionary<string, AdapterHubConfig> configs = new(StringComparer.Ordinal);
     readonly Dictionary<(int Layer, SubLayerKind Location), SubLayerAdapters> locations = new();
     readonly List<IDisposable> hooks = [];
+    readonly Dictionary<string, bool> trainableFlags = new(StringComparer.Ordinal);
 
     AdapterHubModel(CausalLM model)
     {
@@ -46,10 +47,12 @@ public sealed class AdapterHubModel
         return hub;
     }
 
-    /// <summary>Adds an adapter (inactive, frozen) at every location its config names, in every layer not left out.</summary>
-    public void AddAdapter(string name, AdapterHubConfig config, long? seed = null)
+    /// <summary>Adds an adapter (inactive) at every location its config names, in every layer not left out; it trains
+    /// while active when <paramref name="trainable"/>.</summary>
+    public void AddAdapter(string name, AdapterHubConfig config, long? seed = null, bool trainable = true)
     {
         if (configs.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists");
+        trainableFlags[name] = trainable;
         if (name.Length == 0 || name.Contains('.')) throw new PeftSharpException($"adapter name \"{name}\" must be non-empty and contain no '.'");
         configs[name] = config;
         int hidden = Model.Config.Hidden;
@@ -78,9 +81,13 @@ public sealed class AdapterHubModel
         return created;
     }
 
+    /// <summary>Makes <paramref name="name"/> the adapter that runs (null: none); it trains when it was added trainable.</summary>
+    public void SetActive(string? name) => SetActive(name, name is not null && trainableFlags.GetValueOrDefault(name));
+
     /// <summary>Makes <paramref name="name"/> the adapter that runs (null: none), and sets whether its parameters train.</summary>
-    public void SetActive(string? name, bool trainable = false)
+    public void SetActive(string? name, bool trainable)
     {
+        if (name is not null && configs.ContainsKey(name)) trainableFlags[name] = trainable;
         if (name is not null && !configs.ContainsKey(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
         Active = name;
         foreach (var loc in locations.Values) loc.Active = name;
@@ -102,6 +109,15 @@ public sealed class AdapterHubModel
     /// <summary>Number of parameters of one adapter.</summary>
     public long ParameterCount(string name) => ParametersOf(name).Sum(t => t.Param.numel());
 
+    /// <summary>Removes one adapter from every location.</summary>
+    public void DeleteAdapter(string name)
+    {
+        if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
+        trainableFlags.Remove(name);
+        foreach (var loc in locations.Values) loc.adapters.Remove(name);
+        if (Active == name) SetActive(null);
+    }
+
     /// <summary>Runs the base model alone until the returned handle is disposed (AdapterHub's <c>set_active_adapters(None)</c>).</summary>
     public IDisposable Disable()
     {
@@ -122,6 +138,7 @@ public sealed class AdapterHubModel
         }
         locations.Clear();
         configs.Clear();
+        trainableFlags.Clear();
         Active = null;
         PerModel.Remove(Model);
     }

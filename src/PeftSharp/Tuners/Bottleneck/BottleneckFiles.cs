@@ -34,7 +34,7 @@ public static class BottleneckFiles
             var cpu = StateDict(model).Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().cpu().contiguous()));
             SafetensorsWriter.Save(Path.Combine(dir, WeightsFileName), cpu, new Dictionary<string, string> { ["format"] = "pt" });
         }
-        var config = model.Config;
+        var config = model.Config ?? throw new PeftSharpException("no bottleneck adapter to save");
         bool inference = config.InferenceMode;
         string? baseName = config.BaseModelNameOrPath;
         config.InferenceMode = true;
@@ -48,16 +48,28 @@ public static class BottleneckFiles
         }
     }
 
-    /// <summary>Loads an LLM-Adapters BOTTLENECK folder onto <paramref name="model"/>.</summary>
-    public static BottleneckModel Load(CausalLM model, string dir, bool trainable = false)
+    /// <summary>Loads an LLM-Adapters BOTTLENECK folder onto <paramref name="model"/>; the adapter is active.</summary>
+    public static BottleneckModel Load(CausalLM model, string dir, bool trainable = false, string name = AdapterFiles.DefaultAdapter)
+    {
+        var bottleneck = BottleneckModel.Attach(model);
+        LoadAdapter(bottleneck, dir, name, trainable);
+        bottleneck.SetActive(true);
+        return bottleneck;
+    }
+
+    /// <summary>Loads an LLM-Adapters BOTTLENECK folder into <paramref name="bottleneck"/> (not made active).</summary>
+    public static void LoadAdapter(BottleneckModel bottleneck, string dir, string name, bool trainable = false)
     {
         if (!Directory.Exists(dir)) throw new PeftSharpException($"{dir}: adapter folder not found");
         var config = BottleneckConfig.Load(dir);
         string weights = RequireSafetensors(dir, WeightsFileName, PickleFileName);
-        var bottleneck = BottleneckModel.Create(model, config);
-        ReadWeights(weights, StateDict(bottleneck));
-        bottleneck.SetTrainable(trainable);
-        return bottleneck;
+        bottleneck.AddAdapter(name, config, trainable: trainable);
+        try { ReadWeights(weights, StateDict(bottleneck)); }
+        catch
+        {
+            bottleneck.Unload();
+            throw;
+        }
     }
 
     /// <summary>The safetensors weights file of a folder, or a one-line error (a pickle is refused, never unpickled).</summary>

@@ -41,7 +41,18 @@ public sealed class LinearBottleneck : ILayerTuner
             adapter_scaling = new Parameter(ones(1, ScalarType.Float32, device));
             host.register_parameter("adapter_scaling", adapter_scaling);
         }
-        host.Tuner = this;
+        host.AddTuner(this);
+    }
+
+    /// <summary>Takes the adapter off its layer (its modules and parameters leave the host).</summary>
+    public void Detach()
+    {
+        Host.RemoveTuner(this);
+        Host.RemoveSubmodule("adapter_down");
+        Host.RemoveSubmodule("adapter_up");
+        if (adapter_scaling is not null) Host.RemoveParameter("adapter_scaling");
+        adapter_down.Dispose();
+        adapter_up.Dispose();
     }
 
     public Linear Host { get; }
