@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
+using PeftSharp.Tuners;
 using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
@@ -15,6 +16,8 @@ public sealed class ModelSession : IDisposable
     public LoraModel? Lora { get; init; }
     /// <summary>Set instead of <see cref="Lora"/> when the adapters are AdaLoRA ones (peft_type "ADALORA").</summary>
     public AdaLoraModel? AdaLora { get; init; }
+    /// <summary>Set instead when the adapters are of other registered methods (bottleneck adapters, ...), loaded through PeftModel.</summary>
+    public PeftModel? Peft { get; init; }
 
     public static Option<string[]> AdapterOption() => new("--adapter")
     {
@@ -56,7 +59,15 @@ public sealed class ModelSession : IDisposable
                 return new ModelSession { Model = model };
             }
             var names = AdapterNames(adapterDirs);
-            var types = adapterDirs.Select(PeftConfig.ReadPeftType).ToList();
+            var tuners = adapterDirs.Select(TunerRegistry.ForFolder).ToList();
+            if (tuners.Any(t => t.PeftType is not (PeftTypes.Lora or PeftTypes.AdaLora)))
+            {
+                if (rank is not null) throw new PeftSharpException("--rank: only for LoRA adapters");
+                var peft = PeftModel.Load(model, adapterDirs, names);
+                model.eval();
+                return new ModelSession { Model = model, Peft = peft };
+            }
+            var types = tuners.Select(t => t.PeftType).ToList();
             if (types.Distinct().Count() > 1)
                 throw new PeftSharpException($"--adapter: cannot mix adapter types ({string.Join(", ", adapterDirs.Select((d, i) => $"{d}: {types[i]}"))})");
             if (types[0] == PeftTypes.AdaLora)
@@ -84,7 +95,7 @@ public sealed class ModelSession : IDisposable
 
     /// <summary>Folds every loaded adapter into the base weights and returns the plain model.</summary>
     public CausalLM MergeAndUnload(bool safe) =>
-        (CausalLM)(AdaLora?.MergeAndUnload(safe) ?? Lora?.MergeAndUnload(safe) ?? throw new PeftSharpException("--adapter: no adapter to merge"));
+        Peft?.MergeAndUnload(safe) ?? (CausalLM)(AdaLora?.MergeAndUnload(safe) ?? Lora?.MergeAndUnload(safe) ?? throw new PeftSharpException("--adapter: no adapter to merge"));
 
     public void Dispose() => Model.Dispose();
 }

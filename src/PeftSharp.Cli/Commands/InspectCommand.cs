@@ -32,8 +32,23 @@ public static class InspectCommand
         var quantization = Quantization.BitsAndBytesConfig.FromModelConfig(config);
         int quantized = quantization is null ? 0 : Quantization.QuantizedModels.QuantizeMeta(model, quantization);
         long trainable = 0, all = model.parameters().Sum(Quantization.QuantizedModels.PeftParameterCount);
-        var rows = new List<(string Name, string Method, int Rank, int Layers, long Params)>();
-        if (adapterDirs.Length > 0)
+        var rows = new List<(string Name, string Method, string Rank, int Layers, long Params)>();
+        var tuners = adapterDirs.Select(Tuners.TunerRegistry.ForFolder).ToList();
+        if (tuners.Any(t => t.PeftType != PeftTypes.Lora))
+        {
+            // Other registered methods (bottleneck adapters, ...) through PeftModel; the first adapter counts as trainable.
+            var names = ModelSession.AdapterNames(adapterDirs);
+            var peft = new Tuners.PeftModel(model);
+            for (int i = 0; i < adapterDirs.Length; i++) peft.AddAdapter(names[i], tuners[i].LoadConfig(adapterDirs[i]), trainable: i == 0);
+            peft.SetAdapter(names[0]);
+            (trainable, all) = peft.CountParameters();
+            foreach (var name in names)
+            {
+                var summary = peft.TunerOf(name).Summary(name);
+                rows.Add((name, summary.Method, summary.Size, summary.Layers, summary.Parameters));
+            }
+        }
+        else if (adapterDirs.Length > 0)
         {
             var names = ModelSession.AdapterNames(adapterDirs);
             LoraModel? lora = null;
@@ -49,7 +64,7 @@ public static class InspectCommand
                 var c = lora.Configs[name];
                 int layers = lora.LinearLayers.Values.Count(l => l.Adapters.ContainsKey(name)) + lora.EmbeddingLayers.Values.Count(l => l.Adapters.ContainsKey(name));
                 long count = lora.AdapterParameters().Where(p => p.Adapter == name).Sum(p => p.Param.numel());
-                rows.Add((name, c.UseDora ? "dora" : "lora", c.R, layers, count));
+                rows.Add((name, c.UseDora ? "dora" : "lora", c.R.ToString(), layers, count));
             }
         }
         var err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
@@ -59,7 +74,7 @@ public static class InspectCommand
         if (rows.Count > 0)
         {
             var table = new Table().AddColumns("adapter", "method", "r", "layers", "parameters");
-            foreach (var r in rows) table.AddRow(r.Name, r.Method, r.Rank.ToString(), r.Layers.ToString(), r.Params.ToString("N0"));
+            foreach (var r in rows) table.AddRow(r.Name, r.Method, r.Rank, r.Layers.ToString(), r.Params.ToString("N0"));
             err.Write(table);
         }
         Console.WriteLine(LoraModel.FormatReport(trainable, all));

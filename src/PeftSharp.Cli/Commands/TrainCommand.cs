@@ -5,6 +5,7 @@ using PeftSharp.Peft;
 using PeftSharp.Tokenization;
 using PeftSharp.Cli.Training;
 using PeftSharp.Training;
+using PeftSharp.Tuners;
 using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
@@ -33,7 +34,7 @@ public static class TrainCommand
         public Option<string> Model = CliOptions.Model();
         public Option<string> Data = new("--data") { Description = "training data: plain text, or .jsonl (instruction/input/output, prompt/completion, messages, or text)", Required = true };
         public Option<string> Out = new("--out") { Description = "output folder: the adapter, checkpoints, metrics.jsonl, loss.png", Required = true };
-        public Option<string> Method = new("--method") { Description = "lora, dora, dylora or adalora", DefaultValueFactory = _ => "lora" };
+        public Option<string> Method = new("--method") { Description = "lora, dora, dylora, adalora, houlsby, pfeiffer, parallel or bottleneck", DefaultValueFactory = _ => "lora" };
         public Option<int> R = new("--r") { Description = "LoRA rank (DyLoRA: the largest rank)", DefaultValueFactory = _ => 8 };
         public Option<double> Alpha = new("--alpha") { Description = "lora_alpha", DefaultValueFactory = _ => 16 };
         public Option<double> Dropout = new("--dropout") { Description = "lora_dropout", DefaultValueFactory = _ => 0.0 };
@@ -73,7 +74,8 @@ public static class TrainCommand
 
         public Option[] All => [Model, Data, Out, Method, R, Alpha, Dropout, Target, RsLora, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
             BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, LoraPlusRatio, GradientCheckpointing,
-            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json];
+            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json, .. Bottleneck.All];
+        public BottleneckTrainOptions Bottleneck = new();
     }
 
     static int Run(ParseResult parse, Options o)
@@ -81,7 +83,9 @@ public static class TrainCommand
         var s = new TrainSettings(parse, parse.GetValue(o.Config));
         foreach (var unknown in s.UnknownKeys(o.All)) throw new PeftSharpException($"--config: unknown key \"{unknown}\"");
         string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), method = s.Get(o.Method).ToLowerInvariant();
-        if (method is not ("lora" or "dora" or "dylora" or "adalora")) throw new PeftSharpException($"--method: expected lora, dora, dylora or adalora, got \"{method}\"");
+        bool bottleneck = BottleneckTrainOptions.Methods.Contains(method);
+        if (method is not ("lora" or "dora" or "dylora" or "adalora") && !bottleneck)
+            throw new PeftSharpException($"--method: expected lora, dora, dylora, adalora, houlsby, pfeiffer, parallel or bottleneck, got \"{method}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
         var schedule = s.Get(o.Schedule).ToLowerInvariant() switch
         {
@@ -113,6 +117,18 @@ public static class TrainCommand
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
         using var model = ModelLoader.Load(modelDir, dtype, null, o.Quantization.Parse(parse, modelDir, dtype));
+        // Bottleneck adapters (houlsby, pfeiffer, parallel, bottleneck) go through the tuner framework's PeftModel.
+        PeftModel? peft = null;
+        if (bottleneck)
+        {
+            if (s.Get(o.LoraPlusRatio) is not null) throw new PeftSharpException($"--lora-plus-ratio: not supported with --method {method}");
+            var bnConfig = o.Bottleneck.Build(method, s, model.Config.Hidden, s.Get(o.Dropout), s.Get(o.Target) is string t ? CliOptions.ParseTargets(t) : null);
+            bnConfig.BaseModelNameOrPath = modelDir;
+            peft = new PeftModel(model);
+            peft.AddAdapter(AdapterFiles.DefaultAdapter, bnConfig, seed: (long)seed);
+            peft.SetAdapter(AdapterFiles.DefaultAdapter);
+            Console.Error.WriteLine(peft.ParameterReport());
+        }
         LoraConfig config = method switch
         {
             "dylora" => new DyLoraConfig { RMin = s.Get(o.RankMin), Distribution = s.Get(o.RankDistribution), Frozen = !s.Get(o.NotFrozen) },
@@ -136,14 +152,14 @@ public static class TrainCommand
         (config as DyLoraConfig)?.Validate();
         var adaConfig = config as AdaLoraConfig;
         if (adaConfig is not null && s.Get(o.LoraPlusRatio) is not null) throw new PeftSharpException("--lora-plus-ratio: not supported with --method adalora");
-        var ada = adaConfig is null ? null : AdaLoraModel.Create(model, adaConfig, seed: (long)seed);
-        var lora = adaConfig is null ? LoraModel.Create(model, config, seed: (long)seed) : null;
-        Console.Error.WriteLine(ada?.ParameterReport() ?? lora!.ParameterReport());
+        var ada = adaConfig is null || peft is not null ? null : AdaLoraModel.Create(model, adaConfig, seed: (long)seed);
+        var lora = adaConfig is null && peft is null ? LoraModel.Create(model, config, seed: (long)seed) : null;
+        if (peft is null) Console.Error.WriteLine(ada?.ParameterReport() ?? lora!.ParameterReport());
 
         double lr = s.Get(o.Lr), wd = s.Get(o.WeightDecay);
         IReadOnlyList<ParameterGroup> groups = s.Get(o.LoraPlusRatio) is double ratio
             ? LoraPlus.Groups(lora!, lr, ratio, wd).Select(g => new ParameterGroup(g.Parameters, g.LearningRate, g.WeightDecay)).ToList()
-            : ParameterGroups.DecayAndNoDecay(ada?.TrainableParameters() ?? lora!.TrainableParameters(), lr, wd);
+            : ParameterGroups.DecayAndNoDecay(peft?.TrainableParameters() ?? ada?.TrainableParameters() ?? lora!.TrainableParameters(), lr, wd);
         var options = new TrainingOptions
         {
             MaxSteps = s.Get(o.Steps),
@@ -168,7 +184,8 @@ public static class TrainCommand
         }
         void SaveAdapter(string dir)
         {
-            if (ada is null) AdapterFiles.Save(lora!, dir, AdapterFiles.DefaultAdapter, modelDir);
+            if (peft is not null) peft.Save(dir, AdapterFiles.DefaultAdapter, modelDir);
+            else if (ada is null) AdapterFiles.Save(lora!, dir, AdapterFiles.DefaultAdapter, modelDir);
             else AdaLoraFiles.Save(ada, dir, AdapterFiles.DefaultAdapter, modelDir);
         }
 

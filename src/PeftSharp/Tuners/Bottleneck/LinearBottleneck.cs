@@ -79,6 +79,7 @@ public sealed class LinearBottleneck : ILayerTuner
 
     void Initialize(string method, Generator? generator)
     {
+        if (adapter_down.weight.device_type == DeviceType.META) return; // sizes only (inspect)
         using var _ = no_grad();
         if (method == "bert")
         {

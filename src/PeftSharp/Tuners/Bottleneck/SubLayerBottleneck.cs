@@ -79,6 +79,7 @@ public sealed class SubLayerBottleneck : nn.Module
 
     void Initialize(Generator? gen)
     {
+        if (down.weight.device_type == DeviceType.META) return; // sizes only (inspect)
         using var _ = no_grad();
         if (normBefore is not null) { normBefore.weight.fill_(1); normBefore.bias.zero_(); }
         if (adapter_norm_after is not null) { adapter_norm_after.weight.fill_(1); adapter_norm_after.bias.zero_(); }
