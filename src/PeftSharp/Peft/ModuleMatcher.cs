@@ -46,26 +46,7 @@ public static class ModuleMatcher
         ArgumentNullException.ThrowIfNull(modulePath);
         string key = modulePath;
 
-        var exclude = config.ExcludeModules;
-        if (exclude is not null)
-        {
-            if (exclude.Regex is not null)
-            {
-                if (exclude.Regex.Length > 0 && FullMatch("exclude_modules", exclude.Regex, key)) return ModuleMatch.Excluded;
-            }
-            else if (exclude.Names!.Count > 0 && MatchesNameOrSuffix(exclude.Names, key))
-            {
-                return ModuleMatch.Excluded;
-            }
-        }
-
-        // Adapters never go on modules_to_save modules (nor inside them); each name is a regex fragment in PEFT.
-        if (config.ModulesToSave is { Count: > 0 } toSave)
-        {
-            foreach (var m in toSave)
-                if (MatchStart("modules_to_save", @"(^|.*\.)" + m + @"($|\..*)", key).Success)
-                    return ModuleMatch.Excluded;
-        }
+        if (IsExcluded(config.ExcludeModules, config.ModulesToSave, key)) return ModuleMatch.Excluded;
 
         var targets = config.TargetModules;
         if (targets is null)
@@ -75,13 +56,7 @@ public static class ModuleMatcher
                 "field 'target_modules' is not set; set it in the adapter config or fill in the model type's default with LoraDefaults.ApplyTo");
         }
 
-        if (targets.Regex is not null)
-        {
-            if (targets.IsAllLinear)
-                throw new InvalidOperationException(
-                    "target_modules is \"all-linear\": expand it to the model's linear layers with ModuleMatcher.ExpandAllLinear before matching.");
-            return FullMatch("target_modules", targets.Regex, key) ? ModuleMatch.Targeted : ModuleMatch.NotTargeted;
-        }
+        if (targets.Regex is not null) return RegexTarget(targets, key);
 
         var names = targets.Names!;
         if (names.Contains(key, StringComparer.Ordinal)) return ModuleMatch.Targeted;
@@ -97,6 +72,56 @@ public static class ModuleMatcher
         }
         return found ? ModuleMatch.Targeted : ModuleMatch.NotTargeted;
     }
+
+    /// <summary>
+    /// PEFT's <c>check_target_module_exists</c> for methods without layers_to_transform ((IA)³, bottleneck adapters):
+    /// exclude_modules and modules_to_save first, then target_modules as a regex full match or a list of exact
+    /// names / dot-suffixes.
+    /// </summary>
+    public static ModuleMatch Match(TargetModules targets, TargetModules? exclude, IReadOnlyList<string>? modulesToSave, string modulePath)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        ArgumentNullException.ThrowIfNull(modulePath);
+        if (IsExcluded(exclude, modulesToSave, modulePath)) return ModuleMatch.Excluded;
+        if (targets.Regex is not null) return RegexTarget(targets, modulePath);
+        var names = targets.Names!;
+        return names.Contains(modulePath, StringComparer.Ordinal) || MatchesSuffix(names, modulePath) ? ModuleMatch.Targeted : ModuleMatch.NotTargeted;
+    }
+
+    private static bool IsExcluded(TargetModules? exclude, IReadOnlyList<string>? modulesToSave, string key)
+    {
+        if (exclude is not null)
+        {
+            if (exclude.Regex is not null)
+            {
+                if (exclude.Regex.Length > 0 && FullMatch("exclude_modules", exclude.Regex, key)) return true;
+            }
+            else if (exclude.Names!.Count > 0 && MatchesNameOrSuffix(exclude.Names, key))
+            {
+                return true;
+            }
+        }
+
+        // Adapters never go on modules_to_save modules (nor inside them); each name is a regex fragment in PEFT.
+        if (modulesToSave is { Count: > 0 } toSave)
+        {
+            foreach (var m in toSave)
+                if (MatchStart("modules_to_save", @"(^|.*\.)" + m + @"($|\..*)", key).Success)
+                    return true;
+        }
+        return false;
+    }
+
+    private static ModuleMatch RegexTarget(TargetModules targets, string key)
+    {
+        if (targets.IsAllLinear)
+            throw new InvalidOperationException(
+                "target_modules is \"all-linear\": expand it to the model's linear layers with ModuleMatcher.ExpandAllLinear before matching.");
+        return FullMatch("target_modules", targets.Regex!, key) ? ModuleMatch.Targeted : ModuleMatch.NotTargeted;
+    }
+
+    /// <summary>Python's <c>re.fullmatch(pattern, key)</c>, for fields other than target_modules (e.g. feedforward_modules).</summary>
+    public static bool FullMatchField(string field, string pattern, string key) => FullMatch(field, pattern, key);
 
     /// <summary>
     /// The layer index PEFT's layers_to_transform logic finds in <paramref name="modulePath"/>: the first number

@@ -5,6 +5,7 @@ public static class PeftTypes
 {
     public const string Lora = "LORA";
     public const string AdaLora = "ADALORA";
+    public const string IA3 = "IA3";
 
     /// <summary>Every PeftType value of the matched PEFT version, in PEFT's declaration order.</summary>
     public static IReadOnlyList<string> All { get; } =

@@ -1,0 +1,13 @@
+using PeftSharp.Models;
+using PeftSharp.Peft;
+
+namespace PeftSharp.Tuners.IA3;
+
+/// <summary>(IA)³ in the tuner registry (<c>peft_type: "IA3"</c>).</summary>
+public sealed class IA3Tuner : ITuner
+{
+    public string PeftType => PeftTypes.IA3;
+    public string Name => "(IA)³";
+    public PeftConfig LoadConfig(string adapterDir) => IA3Config.Load(adapterDir);
+    public ITunerModel Attach(CausalLM model) => IA3Model.Attach(model);
+}
