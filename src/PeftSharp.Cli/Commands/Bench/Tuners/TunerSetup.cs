@@ -1,6 +1,7 @@
 using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tuners.Bottleneck;
+using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.Lora;
 using TorchSharp.Modules;
 
@@ -69,14 +70,31 @@ public sealed class TunerSetup
                 };
             }
             case "ia3":
-                throw new TunerUnavailableException("(IA)³ is not on this branch yet (it comes with the tuner framework)");
+            {
+                // PEFT's default targets for the model type; init_ia3_weights false only for latency runs (values do not matter there).
+                var config = new IA3Config { InitIa3Weights = !randomInit };
+                var ia3 = IA3Model.Create(model, config, seed: seed);
+                IDisposable? off = null;
+                return new TunerSetup
+                {
+                    Method = method,
+                    Trainable = ia3.AdapterParameters().Select(p => (p.Name, p.Param)).ToList(),
+                    Merge = () => ia3.Merge(),
+                    Unmerge = () => ia3.Unmerge(),
+                    SetEnabled = on =>
+                    {
+                        if (on) { off?.Dispose(); off = null; }
+                        else off ??= ia3.DisableAdapters();
+                    },
+                };
+            }
             default:
                 throw new PeftSharpException($"--methods: unknown method \"{method}\" (expected {string.Join(", ", Methods)})");
         }
     }
 
-    /// <summary>The reduction factor that gives a bottleneck of width <paramref name="width"/> (AdapterHub floors hidden / factor).</summary>
-    public static double ReductionFor(int hidden, int width) => hidden / (width + 0.5);
+    /// <summary>The reduction factor that gives a bottleneck of width <paramref name="width"/>.</summary>
+    public static double ReductionFor(int hidden, int width) => Training.TunerSizes.ReductionFor(hidden, width);
 
     /// <summary>The bottleneck width whose adapter has about <paramref name="budget"/> parameters (per location: 2·H·d + d + H).</summary>
     public static int WidthForBudget(long budget, int hidden, int layers, int locationsPerLayer) =>
