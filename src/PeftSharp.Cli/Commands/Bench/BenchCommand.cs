@@ -10,6 +10,7 @@ public static class BenchCommand
         BenchInferCommand.Create(),
         BenchTrainCommand.Create(),
         BenchDyLoraCommand.Create(),
+        BenchBitDeltaCommand.Create(),
         BenchTunersCommand.Create(),
     };
 
