@@ -60,7 +60,8 @@ public sealed partial class BottleneckModel
             ? TargetModules.FromNames(names)
             : throw new PeftSharpException($"{where}: target_modules: no LLM-Adapters default for model_type \"{modelType ?? "(none)"}\"; give target_modules");
         using var generator = seed is null ? null : new Generator((ulong)seed.Value, Model.Device);
-        var found = new Dictionary<string, LinearBottleneck>(StringComparer.Ordinal);
+        // Every target and its placement first, so that a bad target leaves the model untouched.
+        var targets = new List<(string Path, Linear Layer, LinearAdapterPlacement Placement)>();
         foreach (var (path, layer) in Model.Extensions.TunableLayers().ToList())
         {
             if (!IsTarget(config.TargetModules, path)) continue;
@@ -69,12 +70,11 @@ public sealed partial class BottleneckModel
             if (linear.IsQuantized)
                 throw new PeftSharpException($"{where}: layer '{path}' is held in 4 bits; bottleneck adapters need a full-precision base");
             string leaf = path[(path.LastIndexOf('.') + 1)..];
-            var placement = BottleneckDefaults.PlacementFor(modelType, leaf, config.UseParallelAdapter, where);
-            found[path] = new LinearBottleneck(linear, placement, config, generator);
+            targets.Add((path, linear, BottleneckDefaults.PlacementFor(modelType, leaf, config.UseParallelAdapter, where)));
         }
-        if (found.Count == 0)
+        if (targets.Count == 0)
             throw new PeftSharpException($"{where}: target modules {Describe(config.TargetModules)} not found in the base model");
-        foreach (var (path, layer) in found) layers[path] = layer;
+        foreach (var (path, linear, placement) in targets) layers[path] = new LinearBottleneck(linear, placement, config, generator);
         name = adapterName;
         Config = config;
         this.trainable = trainable;

@@ -70,7 +70,7 @@ public class BottleneckFormatTests
         string folder = WriteLlmAdaptersFolder(tmp.File("adapter"), naive);
         using var model = ModelLoader.Load(ckpt.Directory);
         var bn = BottleneckFiles.Load(model, folder);
-        Assert.Equal(1.5, bn.Config.ScalingValue);
+        Assert.Equal(1.5, bn.Config!.ScalingValue);
         var ids = RandomIds(9, Gpt2.VocabSize, 8);
         Assert.True(MaxAbsDiff(naive.Logits(ids), Logits(model, ids)) < 1e-4);
 

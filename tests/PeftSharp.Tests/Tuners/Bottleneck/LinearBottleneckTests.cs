@@ -129,7 +129,7 @@ public class LinearBottleneckTests
 
         using var model3 = ModelLoader.Load(dir);
         var adapterP = BottleneckModel.Create(model3, new BottleneckConfig { BottleneckSize = d, UseAdapterP = true });
-        Assert.Equal(new[] { "down_proj" }, adapterP.Config.TargetModules!.Names);
+        Assert.Equal(new[] { "down_proj" }, adapterP.Config!.TargetModules!.Names);
         Assert.Equal(layers * 2L * h * d, adapterP.TrainableParameterCount);
     }
 
