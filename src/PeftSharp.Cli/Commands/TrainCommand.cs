@@ -111,7 +111,7 @@ public static class TrainCommand
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
         using var model = ModelLoader.Load(modelDir, dtype, null, o.Quantization.Parse(parse, modelDir, dtype));
-        var config = method.CreateConfig(s, o.Shared);
+        var config = method.CreateConfig(s, o.Shared, model.Config);
         config.BaseModelNameOrPath = modelDir;
         var peft = new PeftModel(model);
         peft.AddAdapter(AdapterFiles.DefaultAdapter, config, seed: (long)seed);

@@ -67,6 +67,8 @@ public static class TunerRegistry
     public static ITuner ForFolder(string adapterDir)
     {
         if (!Directory.Exists(adapterDir)) throw new PeftSharpException($"{adapterDir}: adapter folder not found");
+        foreach (var tuner in All)
+            if (tuner is IForeignFormatTuner foreign && foreign.Recognizes(adapterDir)) return tuner;
         return Get(PeftConfig.ReadPeftType(adapterDir), Path.Combine(adapterDir, PeftConfig.ConfigFileName));
     }
 }

@@ -14,6 +14,7 @@ public static class BenchCommand
         BenchDpCommand.Create(),
         BenchEvaluateCommand.Create(),
         BenchBitDeltaCommand.Create(),
+        BenchTunersCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

@@ -83,7 +83,7 @@ public static class BenchInferCommand
     }
 
     /// <summary>(prefill seconds, decode seconds per token) with a KV cache, greedy.</summary>
-    static (double Prefill, double Decode) Measure(CausalLM model, Tensor prompt, int newTokens)
+    internal static (double Prefill, double Decode) Measure(CausalLM model, Tensor prompt, int newTokens)
     {
         using var cache = model.NewCache();
         var clock = Stopwatch.StartNew();

@@ -53,6 +53,9 @@ public abstract class TrainMethod
     /// <summary>The new adapter's config from the command line.</summary>
     public abstract PeftConfig CreateConfig(TrainSettings s, SharedMethodOptions o);
 
+    /// <summary>The config when it depends on the base model's shape (bottleneck widths); by default the model is not needed.</summary>
+    public virtual PeftConfig CreateConfig(TrainSettings s, SharedMethodOptions o, Models.ModelConfig model) => CreateConfig(s, o);
+
     /// <summary>Hooks for the trainer, after the adapter was added to <paramref name="peft"/>.</summary>
     public virtual MethodHooks Attach(PeftModel peft, string adapter, PeftConfig config, TrainSettings s, SharedMethodOptions o, ulong seed) => new();
 

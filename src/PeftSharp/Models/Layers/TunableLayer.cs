@@ -64,4 +64,10 @@ public abstract class TunableLayer(string name) : nn.Module<Tensor, Tensor>(name
     {
         if (_internal_submodules.ContainsKey(name)) _internal_submodules.Remove(name);
     }
+
+    /// <summary>Drops a parameter a tuner registered directly on the layer (LLM-Adapters' <c>adapter_scaling</c>).</summary>
+    public void RemoveParameter(string name)
+    {
+        if (_internal_params.ContainsKey(name)) _internal_params.Remove(name);
+    }
 }

@@ -60,11 +60,14 @@ public sealed partial class LoraModel
         return lora;
     }
 
-    /// <summary>Target module paths: Linear and Embedding layers of the base model (not LoRA's own factors).</summary>
+    /// <summary>Target module paths: Linear and Embedding layers of the base model (not LoRA's own factors, nor the layers
+    /// other tuners added, such as a bottleneck adapter's projections: extension point 1's list for a CausalLM).</summary>
     IEnumerable<(string Path, nn.Module Module)> Candidates() =>
-        Root.named_modules()
-            .Where(m => (m.module is Linear || m.module is Embedding) && !IsAdapterPath(m.name))
-            .Select(m => (m.name, m.module));
+        Root is CausalLM lm
+            ? lm.Extensions.TunableLayers().Where(t => t.Layer is Linear || t.Layer is Embedding).Select(t => (t.Path, (nn.Module)t.Layer))
+            : Root.named_modules()
+                .Where(m => (m.module is Linear || m.module is Embedding) && !IsAdapterPath(m.name))
+                .Select(m => (m.name, m.module));
 
     static bool IsAdapterPath(string path) => path.Split('.').Any(s => s.StartsWith("lora_", StringComparison.Ordinal));
 
