@@ -30,6 +30,13 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
 
     protected override PromptModule Create(string name, PromptTuningConfig config, bool inference, Generator gen)
     {
+        using var initial = InitialPrompt(config, inference, gen);
+        return new PromptEmbedding(initial);
+    }
+
+    /// <summary>The starting prompt [N, token_dim] in float32 (PEFT keeps prompt embeddings in float32).</summary>
+    Tensor InitialPrompt(PromptTuningConfig config, bool inference, Generator gen)
+    {
         int n = config.TotalVirtualTokens, d = config.TokenDim!.Value;
         using var scope = NewDisposeScope();
         Tensor initial;
@@ -43,7 +50,7 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
                 : tensor(TextInitIds(config, n).Select(i => (long)i).ToArray());
             using (no_grad()) initial = table.detach().index_select(0, ids.to(table.device)).to(ScalarType.Float32);
         }
-        return new PromptEmbedding(initial);
+        return initial.MoveToOuterDisposeScope();
     }
 
     /// <summary>
