@@ -218,6 +218,28 @@ public class SoftPromptTests
         }
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void PrefixGradientsAreTheSameWithGradientCheckpointing(string family)
+    {
+        using var m = Load(family);
+        var prefix = PrefixTuningModel.Create(m.Model, new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = true, EncoderHiddenSize = 5 }, seed: 25);
+        var ids = tensor(RandomIds(6, Vocab(family), seed: 26).Select(i => (long)i).ToArray()).unsqueeze(0);
+        float[] Gradients(bool checkpointing)
+        {
+            m.Model.GradientCheckpointing = checkpointing;
+            var ps = prefix.AdapterParameters().Select(p => p.Param).ToList();
+            foreach (var p in ps) p.grad?.zero_();
+            using (var logits = m.Model.Forward(ids)) using (var loss = logits.square().mean()) loss.backward();
+            return ps.SelectMany(p => p.grad!.data<float>().ToArray()).ToArray();
+        }
+        var plain = Gradients(false);
+        var checkpointed = Gradients(true);
+        Assert.Contains(plain, g => Math.Abs(g) > 1e-6);
+        for (int i = 0; i < plain.Length; i++) Assert.Equal(plain[i], checkpointed[i], 4);
+    }
+
     [Fact]
     public void PrefixProjectionIsPeftsTanhMlpAndSavesItsOutput()
     {

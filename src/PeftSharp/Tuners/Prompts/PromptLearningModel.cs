@@ -83,8 +83,9 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
     internal void AddAdapterCore(string name, TConfig config, long? seed, bool trainable, bool inference, string source)
     {
         if (configs.ContainsKey(name) || container.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" already exists");
-        config.Normalize();
         config.Prepare(Model.Config, source);
+        try { config.Normalize(); }
+        catch (PeftSharpException e) { throw new PeftSharpException($"{source}: {e.Message}"); }
         using var gen = new Generator((ulong)(seed ?? 0), Model.Device.type == DeviceType.CUDA ? Model.Device : CPU);
         var module = Create(name, config, inference, gen);
         container.Add(name, module);

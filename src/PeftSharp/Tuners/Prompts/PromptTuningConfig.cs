@@ -62,8 +62,11 @@ public sealed class PromptTuningConfig : PromptLearningConfig
             throw Invalid("tokenizer_kwargs", "is only valid with prompt_tuning_init TEXT");
     }
 
+    /// <summary>Also: TEXT without tokenizer_name_or_path reads the tokenizer of the base model's folder.</summary>
     public override void Prepare(ModelConfig model, string source)
     {
+        if (PromptTuningInitMode == PromptTuningInit.Text && string.IsNullOrEmpty(TokenizerNameOrPath) && model.SourcePath is string path)
+            TokenizerNameOrPath = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path));
         base.Prepare(model, source);
         CheckTokenDimIsHidden(model, source);
     }
