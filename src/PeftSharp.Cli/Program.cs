@@ -16,12 +16,16 @@ public static class Program
             GenerateCommand.Create(),
             InspectCommand.Create(),
             MergeCommand.Create(),
+            CombineCommand.Create(),
+            MergeModelsCommand.Create(),
+            LoraHubCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             TrainCommand.Create(),
             QuantizeCommand.Create(),
+            BitDeltaCommand.Create(),
         };
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -18,16 +18,17 @@ public static class EvalCommand
         var json = CliOptions.Json();
         var adapters = ModelSession.AdapterOption();
         var rank = ModelSession.RankOption();
+        var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, rank };
+        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, rank, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(text)!, parse.GetValue(context),
-            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json))));
+            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
     {
         var dtype = CliOptions.ParseDType(dtypeName);
         var device = CliOptions.ParseDevice(deviceName);
@@ -35,6 +36,7 @@ public static class EvalCommand
         if (!File.Exists(textPath)) throw new PeftSharpException($"--text {textPath}: file not found");
         var tokenizer = ModelTokenizer.Load(modelDir);
         using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype));
+        BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
         var model = session.Model;
         var ids = tokenizer.Encode(File.ReadAllText(textPath), addSpecialTokens: true);
         if (ids.Count < 2) throw new PeftSharpException($"--text {textPath}: needs at least 2 tokens to score, got {ids.Count}");

@@ -29,17 +29,18 @@ public static class GenerateCommand
         var json = CliOptions.Json();
         var adapters = ModelSession.AdapterOption();
         var rank = ModelSession.RankOption();
+        var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, rank };
+        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, rank, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(prompt)!, parse.GetValue(chat), parse.GetValue(system),
             new GenerationOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)),
-            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json))));
+            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
     {
         if (options.MaxNewTokens < 0) throw new PeftSharpException($"--max-new-tokens: expected a non-negative count, got {options.MaxNewTokens}");
         if (options.Temperature < 0) throw new PeftSharpException($"--temperature: expected ≥ 0, got {options.Temperature}");
@@ -51,6 +52,7 @@ public static class GenerateCommand
         var tokenizer = ModelTokenizer.Load(modelDir);
         string text = chat ? RenderChat(tokenizer, modelDir, system, prompt) : prompt;
         using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype));
+        BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
         var model = session.Model;
         var generator = new TextGenerator(model, tokenizer);
         // With --json, stdout must end with the JSON line; the streamed text then goes to stderr.

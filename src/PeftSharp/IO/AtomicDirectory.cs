@@ -9,7 +9,7 @@ namespace PeftSharp.IO;
 /// while writing leaves only a temporary folder (named <c>&lt;target&gt;.tmp-…</c>), which readers ignore and
 /// <see cref="DeleteStale"/> removes later; whatever was there before stays intact.
 /// </summary>
-internal static class AtomicDirectory
+public static class AtomicDirectory
 {
     const string TempMarker = ".tmp-", OldMarker = ".old-";
 

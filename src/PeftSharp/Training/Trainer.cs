@@ -243,31 +243,7 @@ public sealed class Trainer : IDisposable
     public double Evaluate()
     {
         if (_validation.Count == 0) throw new InvalidOperationException("no validation examples were given");
-        bool wasTraining = _model.training;
-        _model.eval();
-        try
-        {
-            using var _ = no_grad();
-            int batchSize = _options.EvalBatchSize ?? _options.BatchSize;
-            double sum = 0;
-            long count = 0;
-            for (int start = 0; start < _validation.Count; start += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var examples = _validation.Skip(start).Take(batchSize).ToList();
-                var batch = Batch.Collate(examples, _padTokenId, _model.Device);
-                if (batch.LabelledTokens == 0) continue;
-                var hidden = _model.Hidden(batch.InputIds, null, batch.ModelMask);
-                var (lossSum, n) = CausalLMLoss.Sum(_model, hidden, batch.Labels, _options.LossChunkSize);
-                sum += lossSum.item<float>();
-                count += n;
-            }
-            return count == 0 ? double.NaN : sum / count;
-        }
-        finally
-        {
-            _model.train(wasTraining);
-        }
+        return ValidationLoss.Mean(_model, _validation, _padTokenId, _options.EvalBatchSize ?? _options.BatchSize, _options.LossChunkSize);
     }
 
     void EvaluateAndReport(Stopwatch clock)

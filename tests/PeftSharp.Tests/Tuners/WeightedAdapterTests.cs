@@ -3,6 +3,7 @@ using PeftSharp.Peft;
 using PeftSharp.Tuners.Lora;
 using static PeftSharp.Tests.Tuners.LoraTestKit;
 using static TorchSharp.torch;
+using PeftSharp.Tests.Composition;
 
 namespace PeftSharp.Tests.Tuners;
 
@@ -79,5 +80,77 @@ public class WeightedAdapterTests
             for (int i = 0; i < want.GetLength(0); i++) for (int j = 0; j < want.GetLength(1); j++) want[i, j] = dx[i, j] + 0.5 * dy[i, j];
             AssertClose(want, LoopDelta(layer, "svd"), 1e-4);
         }
+    }
+
+    static double[] Flat(double[,] m) => m.Cast<double>().ToArray();
+
+    [Fact]
+    public void TiesMergesTheAAndBFactorsSeparately()
+    {
+        // PEFT's ties on LoRA factors: A with weights sign(wᵢsᵢ)·√|wᵢsᵢ|, B with √|wᵢsᵢ|; s_x = 4/2, s_y = 1/2.
+        var lora = Two(2, 4, 2, 1, out var model);
+        using var _ = model;
+        lora.AddWeightedAdapter(["x", "y"], [0.5, -2.0], "t", "ties", density: 0.5);
+        double[] wa = [Math.Sqrt(1.0), -Math.Sqrt(1.0)], wb = [1.0, 1.0];
+        foreach (var layer in lora.LinearLayers.Values)
+        {
+            var a = NaiveTaskMerging.Ties([D(layer.A("x").weight), D(layer.A("y").weight)], wa, 0.5);
+            var b = NaiveTaskMerging.Ties([D(layer.B("x").weight), D(layer.B("y").weight)], wb, 0.5);
+            AssertFlatClose(a, D(layer.A("t").weight), 1e-6);
+            AssertFlatClose(b, D(layer.B("t").weight), 1e-6);
+        }
+    }
+
+    [Theory]
+    [InlineData("ties_svd", "total")]
+    [InlineData("ties_svd", "frequency")]
+    [InlineData("magnitude_prune_svd", "total")]
+    public void SvdTypesFactorTheMergedDeltaAtFullRank(string type, string sign)
+    {
+        // The deltas ΔWᵢ = sᵢBᵢAᵢ merged with weights wᵢsᵢ, then factored exactly at full rank.
+        var lora = Two(2, 4, 3, 3, out var model);
+        using var _ = model;
+        var majority = sign == "total" ? PeftSharp.Composition.MajoritySign.Total : PeftSharp.Composition.MajoritySign.Frequency;
+        lora.AddWeightedAdapter(["x", "y"], [0.8, 0.6], "m", type, svdRank: 12, density: 0.4, majoritySign: majority);
+        foreach (var layer in lora.LinearLayers.Values)
+        {
+            double sx = 2.0, sy = 1.0;
+            var tasks = new[] { Flat(LoopDelta(layer, "x")), Flat(LoopDelta(layer, "y")) };
+            double[] w = [0.8 * sx, 0.6 * sy];
+            var want = type == "ties_svd" ? NaiveTaskMerging.Ties(tasks, w, 0.4, sign == "frequency") : NaiveTaskMerging.MagnitudePrune(tasks, w, 0.4);
+            AssertFlatClose(want, Flat(LoopDelta(layer, "m")), 1e-4);
+        }
+    }
+
+    [Fact]
+    public void DareIsRepeatableWithASeedAndKeepsTheRank()
+    {
+        var lora = Two(2, 2, 2, 2, out var model);
+        using var _ = model;
+        lora.AddWeightedAdapter(["x", "y"], [1.0, 1.0], "d1", "dare_linear", density: 0.5, seed: 4);
+        lora.AddWeightedAdapter(["x", "y"], [1.0, 1.0], "d2", "dare_linear", density: 0.5, seed: 4);
+        Assert.Equal(2, lora.Configs["d1"].R);
+        foreach (var layer in lora.LinearLayers.Values)
+            Assert.Equal(Values(layer.A("d1").weight), Values(layer.A("d2").weight));
+    }
+
+    [Fact]
+    public void BadCombinationsAreOneLineErrors()
+    {
+        var lora = Two(2, 2, 3, 3, out var model);
+        using var _ = model;
+        Assert.Contains("same r", Assert.Throws<PeftSharpException>(() => lora.AddWeightedAdapter(["x", "y"], [1, 1], "a", "ties", density: 0.5)).Message);
+        Assert.Contains("one weight per adapter", Assert.Throws<PeftSharpException>(() => lora.AddWeightedAdapter(["x", "y"], [1], "b", "svd")).Message);
+        Assert.Contains("density", Assert.Throws<PeftSharpException>(() => lora.AddWeightedAdapter(["x", "y"], [1, 1], "c", "ties_svd", density: 1.5)).Message);
+        Assert.Contains("density", Assert.Throws<PeftSharpException>(() => lora.AddWeightedAdapter(["x", "y"], [1, 1], "d", "dare_ties_svd")).Message);
+        Assert.Contains("not supported", Assert.Throws<PeftSharpException>(() => lora.AddWeightedAdapter(["x", "y"], [1, 1], "e", "median")).Message);
+    }
+
+    static double[] D(Tensor t) => Values(t).Select(v => (double)v).ToArray();
+
+    static void AssertFlatClose(double[] expected, double[] actual, double tol)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) < tol, $"[{i}] {expected[i]} vs {actual[i]}");
     }
 }

@@ -10,6 +10,7 @@ public static class BenchCommand
         BenchInferCommand.Create(),
         BenchTrainCommand.Create(),
         BenchDyLoraCommand.Create(),
+        BenchBitDeltaCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>
