@@ -1,20 +1,24 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
-using PeftSharp.Tuners.AdaLora;
+using PeftSharp.Tuners;
 using PeftSharp.Tuners.DyLora;
 using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Cli;
 
-/// <summary>A base model with the adapters given by repeated <c>--adapter</c> options, all active (as PEFT sums them).</summary>
+/// <summary>
+/// A base model with the adapters given by repeated <c>--adapter</c> options, all active (as PEFT sums them), each loaded
+/// by the tuner its <c>peft_type</c> names (<see cref="PeftModel"/>); adapters of different methods compose.
+/// </summary>
 public sealed class ModelSession : IDisposable
 {
     public required CausalLM Model { get; init; }
-    public LoraModel? Lora { get; init; }
-    /// <summary>Set instead of <see cref="Lora"/> when the adapters are AdaLoRA ones (peft_type "ADALORA").</summary>
-    public AdaLoraModel? AdaLora { get; init; }
+    /// <summary>The adapters, or null without --adapter.</summary>
+    public PeftModel? Peft { get; init; }
+    /// <summary>The LoRA tuner model when LoRA (or DoRA, DyLoRA) adapters are loaded.</summary>
+    public LoraModel? Lora => Peft?.Get<LoraModel>();
 
     public static Option<string[]> AdapterOption() => new("--adapter")
     {
@@ -56,24 +60,15 @@ public sealed class ModelSession : IDisposable
                 return new ModelSession { Model = model };
             }
             var names = AdapterNames(adapterDirs);
-            var types = adapterDirs.Select(PeftConfig.ReadPeftType).ToList();
-            if (types.Distinct().Count() > 1)
-                throw new PeftSharpException($"--adapter: cannot mix adapter types ({string.Join(", ", adapterDirs.Select((d, i) => $"{d}: {types[i]}"))})");
-            if (types[0] == PeftTypes.AdaLora)
+            var peft = PeftModel.Load(model, adapterDirs, names);
+            if (rank is not null)
             {
-                if (rank is not null) throw new PeftSharpException("--rank: not supported for AdaLoRA adapters");
-                var ada = AdaLoraFiles.Load(model, adapterDirs[0], names[0]);
-                for (int i = 1; i < adapterDirs.Count; i++) AdaLoraFiles.LoadAdapter(ada, adapterDirs[i], names[i]);
-                ada.SetAdapter([.. names]);
-                model.eval();
-                return new ModelSession { Model = model, AdaLora = ada };
+                var other = peft.Tuners.FirstOrDefault(t => t is not LoraModel);
+                if (other is not null) throw new PeftSharpException($"--rank: not supported for {other.Tuner.Name} adapters (only LoRA and DyLoRA run at a truncated rank)");
+                peft.Get<LoraModel>()!.SetRank(rank);
             }
-            var lora = AdapterFiles.Load(model, adapterDirs[0], names[0]);
-            for (int i = 1; i < adapterDirs.Count; i++) AdapterFiles.LoadAdapter(lora, adapterDirs[i], names[i]);
-            lora.SetAdapter([.. names]);
-            if (rank is not null) lora.SetRank(rank);
             model.eval();
-            return new ModelSession { Model = model, Lora = lora };
+            return new ModelSession { Model = model, Peft = peft };
         }
         catch
         {
@@ -82,9 +77,9 @@ public sealed class ModelSession : IDisposable
         }
     }
 
-    /// <summary>Folds every loaded adapter into the base weights and returns the plain model.</summary>
+    /// <summary>Folds every loaded adapter into the base weights and returns the plain model (one line when a method cannot merge).</summary>
     public CausalLM MergeAndUnload(bool safe) =>
-        (CausalLM)(AdaLora?.MergeAndUnload(safe) ?? Lora?.MergeAndUnload(safe) ?? throw new PeftSharpException("--adapter: no adapter to merge"));
+        (Peft ?? throw new PeftSharpException("--adapter: no adapter to merge")).MergeAndUnload(safe);
 
     public void Dispose() => Model.Dispose();
 }

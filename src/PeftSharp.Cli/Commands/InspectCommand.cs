@@ -1,7 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
-using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners;
 using Spectre.Console;
 
 namespace PeftSharp.Cli.Commands;
@@ -32,25 +32,20 @@ public static class InspectCommand
         var quantization = Quantization.BitsAndBytesConfig.FromModelConfig(config);
         int quantized = quantization is null ? 0 : Quantization.QuantizedModels.QuantizeMeta(model, quantization);
         long trainable = 0, all = model.parameters().Sum(Quantization.QuantizedModels.PeftParameterCount);
-        var rows = new List<(string Name, string Method, int Rank, int Layers, long Params)>();
+        var rows = new List<(string Name, AdapterSummary Summary)>();
         if (adapterDirs.Length > 0)
         {
+            // As get_peft_model then load_adapter: the first adapter is active and trainable, the others loaded frozen.
             var names = ModelSession.AdapterNames(adapterDirs);
-            LoraModel? lora = null;
+            var peft = new PeftModel(model);
             for (int i = 0; i < adapterDirs.Length; i++)
             {
-                var lc = LoraConfig.Load(adapterDirs[i]);
-                if (lora is null) lora = LoraModel.Create(model, lc, names[i]);
-                else lora.AddAdapter(names[i], lc, trainable: false);
+                var adapterConfig = TunerRegistry.ForFolder(adapterDirs[i]).LoadConfig(adapterDirs[i]);
+                peft.AddAdapter(names[i], adapterConfig, trainable: i == 0);
             }
-            (trainable, all) = lora!.CountParameters();
-            foreach (var name in names)
-            {
-                var c = lora.Configs[name];
-                int layers = lora.LinearLayers.Values.Count(l => l.Adapters.ContainsKey(name)) + lora.EmbeddingLayers.Values.Count(l => l.Adapters.ContainsKey(name));
-                long count = lora.AdapterParameters().Where(p => p.Adapter == name).Sum(p => p.Param.numel());
-                rows.Add((name, c.UseDora ? "dora" : "lora", c.R, layers, count));
-            }
+            peft.SetAdapter(names[0]);
+            (trainable, all) = peft.CountParameters();
+            foreach (var name in names) rows.Add((name, peft.TunerOf(name).Summary(name)));
         }
         var err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         err.MarkupLine($"[bold]{Markup.Escape(config.ModelType!)}[/]: {config.Layers} layers, hidden {config.Hidden}, heads {config.Heads}/{config.KeyValueHeads}, vocab {config.VocabSize}");
@@ -59,10 +54,10 @@ public static class InspectCommand
         if (rows.Count > 0)
         {
             var table = new Table().AddColumns("adapter", "method", "r", "layers", "parameters");
-            foreach (var r in rows) table.AddRow(r.Name, r.Method, r.Rank.ToString(), r.Layers.ToString(), r.Params.ToString("N0"));
+            foreach (var (name, r) in rows) table.AddRow(name, r.Method, r.Size, r.Layers.ToString(), r.Parameters.ToString("N0"));
             err.Write(table);
         }
-        Console.WriteLine(LoraModel.FormatReport(trainable, all));
+        Console.WriteLine(PeftModel.FormatReport(trainable, all));
         if (json) JsonOutput.Write(new { trainable_params = trainable, all_params = all, trainable_percent = 100.0 * trainable / all });
         return 0;
     }

@@ -52,6 +52,8 @@ public static class MergeCommand
     static int RunQuantized(string modelDir, string[] adapterDirs, string outDir, bool safe, BitsAndBytesConfig? requantize, bool json)
     {
         using var session = ModelSession.Load(modelDir, adapterDirs, ScalarType.Float32, CPU);
+        if (session.Peft!.Tuners.FirstOrDefault(t => t is not Tuners.Lora.LoraModel) is { } other)
+            throw new PeftSharpException($"--adapter: {other.Tuner.Name} adapters cannot be merged into a 4-bit model or written 4-bit (only LoRA adapters can)");
         var rounding = QuantizedMerge.MergeAndUnload(session.Lora!, requantize, safe);
         QuantizedCheckpoint.Save(session.Model, modelDir, outDir, requantize);
         Console.WriteLine($"merged {adapterDirs.Length} adapter(s) into {outDir} ({(requantize is null ? "full precision" : requantize.Options.ToString())})");

@@ -5,9 +5,8 @@ using PeftSharp.Peft;
 using PeftSharp.Tokenization;
 using PeftSharp.Cli.Training;
 using PeftSharp.Training;
-using PeftSharp.Tuners.AdaLora;
-using PeftSharp.Tuners.DyLora;
-using PeftSharp.Tuners.Lora;
+using PeftSharp.Cli.Training.Methods;
+using PeftSharp.Tuners;
 using TorchSharp.Modules;
 
 namespace PeftSharp.Cli.Commands;
@@ -21,7 +20,7 @@ public static class TrainCommand
     public static Command Create()
     {
         var o = new Options();
-        var command = new Command("train", "fine-tune a LoRA / DoRA / DyLoRA / AdaLoRA adapter; writes a PEFT adapter folder");
+        var command = new Command("train", $"fine-tune an adapter ({string.Join(", ", o.Methods.Select(m => m.Name))}); writes a PEFT adapter folder");
         foreach (var option in o.All) command.Add(option);
         o.Quantization.AddTo(command); // QLoRA: --load-in-4bit [--quant-type] [--double-quant] [--blocksize] [--compute-dtype]
         command.SetAction(parse => CliErrors.Run(() => Run(parse, o)));
@@ -33,12 +32,9 @@ public static class TrainCommand
         public Option<string> Model = CliOptions.Model();
         public Option<string> Data = new("--data") { Description = "training data: plain text, or .jsonl (instruction/input/output, prompt/completion, messages, or text)", Required = true };
         public Option<string> Out = new("--out") { Description = "output folder: the adapter, checkpoints, metrics.jsonl, loss.png", Required = true };
-        public Option<string> Method = new("--method") { Description = "lora, dora, dylora or adalora", DefaultValueFactory = _ => "lora" };
-        public Option<int> R = new("--r") { Description = "LoRA rank (DyLoRA: the largest rank)", DefaultValueFactory = _ => 8 };
-        public Option<double> Alpha = new("--alpha") { Description = "lora_alpha", DefaultValueFactory = _ => 16 };
-        public Option<double> Dropout = new("--dropout") { Description = "lora_dropout", DefaultValueFactory = _ => 0.0 };
-        public Option<string?> Target = new("--target") { Description = "comma-separated target modules, or all-linear (default: PEFT's for the model type)" };
-        public Option<bool> RsLora = new("--rslora") { Description = "scale by α/√r (rsLoRA)" };
+        public IReadOnlyList<TrainMethod> Methods = TrainMethods.Create();
+        public Option<string> Method;
+        public SharedMethodOptions Shared = new();
         public Option<long?> Steps = new("--steps") { Description = "optimizer steps (overrides --epochs)" };
         public Option<int> Epochs = new("--epochs") { DefaultValueFactory = _ => 1 };
         public Option<double> Lr = new("--lr") { Description = "learning rate", DefaultValueFactory = _ => 2e-4 };
@@ -55,33 +51,30 @@ public static class TrainCommand
         public Option<long> EvalSteps = new("--eval-steps") { Description = "evaluate every N steps (0: at the end only)", DefaultValueFactory = _ => 0 };
         public Option<long> SaveSteps = new("--save-steps") { Description = "checkpoint every N steps (0: at the end only)", DefaultValueFactory = _ => 0 };
         public Option<int> Seed = new("--seed") { DefaultValueFactory = _ => 42 };
-        public Option<double?> LoraPlusRatio = new("--lora-plus-ratio") { Description = "LoRA+: learning rate of B = ratio × lr" };
         public Option<bool> GradientCheckpointing = new("--gradient-checkpointing") { Description = "recompute activations in backward to save memory" };
-        public Option<int> RankMin = new("--rank-min") { Description = "DyLoRA: smallest rank sampled", DefaultValueFactory = _ => 1 };
-        public Option<string> RankDistribution = new("--rank-distribution") { Description = "DyLoRA: uniform or geometric", DefaultValueFactory = _ => "uniform" };
-        public Option<bool> NotFrozen = new("--dylora-not-frozen") { Description = "DyLoRA: train all of the first b components (default: only component b)" };
-        public Option<int> TargetR = new("--target-r") { Description = "AdaLoRA: average rank per layer after pruning (target_r)", DefaultValueFactory = _ => 8 };
-        public Option<int> InitR = new("--init-r") { Description = "AdaLoRA: initial rank of every layer (init_r)", DefaultValueFactory = _ => 12 };
-        public Option<int> Tinit = new("--tinit") { Description = "AdaLoRA: steps before pruning starts", DefaultValueFactory = _ => 0 };
-        public Option<int> Tfinal = new("--tfinal") { Description = "AdaLoRA: last steps, trained with the final ranks fixed", DefaultValueFactory = _ => 0 };
-        public Option<int> DeltaT = new("--delta-t") { Description = "AdaLoRA: steps between two rank allocations", DefaultValueFactory = _ => 1 };
-        public Option<double> OrthRegWeight = new("--orth-reg-weight") { Description = "AdaLoRA: weight of the orthogonal regulariser", DefaultValueFactory = _ => 0.5 };
         public Option<bool> Resume = new("--resume") { Description = "continue from the newest checkpoint in --out" };
         public Option<string?> Config = new("--config") { Description = "JSON file with defaults for any of these options (e.g. {\"r\": 16, \"lr\": 1e-4})" };
         public Option<bool> Json = CliOptions.Json();
         public QuantizationOptions Quantization = new();
 
-        public Option[] All => [Model, Data, Out, Method, R, Alpha, Dropout, Target, RsLora, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
-            BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, LoraPlusRatio, GradientCheckpointing,
-            RankMin, RankDistribution, NotFrozen, TargetR, InitR, Tinit, Tfinal, DeltaT, OrthRegWeight, Resume, Config, Json];
+        public Options()
+        {
+            Method = new("--method") { Description = string.Join(", ", Methods.Select(m => m.Name)), DefaultValueFactory = _ => "lora" };
+        }
+
+        /// <summary>Every option of the command: the common ones, the shared adapter knobs, then each method's own.</summary>
+        public Option[] All => [Model, Data, Out, Method, .. Shared.All, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
+            BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, GradientCheckpointing,
+            .. Methods.SelectMany(m => m.Options).DistinctBy(x => x.Name), Resume, Config, Json];
     }
 
     static int Run(ParseResult parse, Options o)
     {
         var s = new TrainSettings(parse, parse.GetValue(o.Config));
         foreach (var unknown in s.UnknownKeys(o.All)) throw new PeftSharpException($"--config: unknown key \"{unknown}\"");
-        string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), method = s.Get(o.Method).ToLowerInvariant();
-        if (method is not ("lora" or "dora" or "dylora" or "adalora")) throw new PeftSharpException($"--method: expected lora, dora, dylora or adalora, got \"{method}\"");
+        string modelDir = s.Get(o.Model), outDir = s.Get(o.Out), methodName = s.Get(o.Method).ToLowerInvariant();
+        var method = o.Methods.FirstOrDefault(m => m.Name == methodName)
+            ?? throw new PeftSharpException($"--method: expected {string.Join(", ", o.Methods.Select(m => m.Name))}, got \"{methodName}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
         var schedule = s.Get(o.Schedule).ToLowerInvariant() switch
         {
@@ -113,37 +106,16 @@ public static class TrainCommand
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
         using var model = ModelLoader.Load(modelDir, dtype, null, o.Quantization.Parse(parse, modelDir, dtype));
-        LoraConfig config = method switch
-        {
-            "dylora" => new DyLoraConfig { RMin = s.Get(o.RankMin), Distribution = s.Get(o.RankDistribution), Frozen = !s.Get(o.NotFrozen) },
-            "adalora" => new AdaLoraConfig
-            {
-                TargetR = s.Get(o.TargetR), InitR = s.Get(o.InitR), Tinit = s.Get(o.Tinit), Tfinal = s.Get(o.Tfinal),
-                DeltaT = s.Get(o.DeltaT), OrthRegWeight = s.Get(o.OrthRegWeight),
-            },
-            _ => new LoraConfig(),
-        };
-        if (config is not AdaLoraConfig) // AdaLoRA ignores r (init_r is its rank) and rsLoRA
-        {
-            config.R = s.Get(o.R);
-            config.UseRslora = s.Get(o.RsLora);
-        }
-        config.LoraAlpha = s.Get(o.Alpha);
-        config.LoraDropout = s.Get(o.Dropout);
-        config.UseDora = method == "dora";
+        var config = method.CreateConfig(s, o.Shared);
         config.BaseModelNameOrPath = modelDir;
-        if (s.Get(o.Target) is string target) config.TargetModules = CliOptions.ParseTargets(target);
-        (config as DyLoraConfig)?.Validate();
-        var adaConfig = config as AdaLoraConfig;
-        if (adaConfig is not null && s.Get(o.LoraPlusRatio) is not null) throw new PeftSharpException("--lora-plus-ratio: not supported with --method adalora");
-        var ada = adaConfig is null ? null : AdaLoraModel.Create(model, adaConfig, seed: (long)seed);
-        var lora = adaConfig is null ? LoraModel.Create(model, config, seed: (long)seed) : null;
-        Console.Error.WriteLine(ada?.ParameterReport() ?? lora!.ParameterReport());
+        var peft = new PeftModel(model);
+        peft.AddAdapter(AdapterFiles.DefaultAdapter, config, seed: (long)seed);
+        peft.SetAdapter(AdapterFiles.DefaultAdapter);
+        var hooks = method.Attach(peft, AdapterFiles.DefaultAdapter, config, s, o.Shared, seed);
+        Console.Error.WriteLine(peft.ParameterReport());
 
         double lr = s.Get(o.Lr), wd = s.Get(o.WeightDecay);
-        IReadOnlyList<ParameterGroup> groups = s.Get(o.LoraPlusRatio) is double ratio
-            ? LoraPlus.Groups(lora!, lr, ratio, wd).Select(g => new ParameterGroup(g.Parameters, g.LearningRate, g.WeightDecay)).ToList()
-            : ParameterGroups.DecayAndNoDecay(ada?.TrainableParameters() ?? lora!.TrainableParameters(), lr, wd);
+        var groups = method.Groups(peft, lr, wd, s, o.Shared);
         var options = new TrainingOptions
         {
             MaxSteps = s.Get(o.Steps),
@@ -160,17 +132,7 @@ public static class TrainCommand
             LoggingSteps = 1,
             GradientCheckpointing = s.Get(o.GradientCheckpointing),
         };
-        Action<long>? beforeStep = null;
-        if (config is DyLoraConfig dy)
-        {
-            var sampler = new RankSampler(dy.RMin, dy.R, dy.Distribution, dy.GeometricP, (int)seed);
-            beforeStep = step => lora!.SetRank(sampler.ForStep(step), frozen: dy.Frozen);
-        }
-        void SaveAdapter(string dir)
-        {
-            if (ada is null) AdapterFiles.Save(lora!, dir, AdapterFiles.DefaultAdapter, modelDir);
-            else AdaLoraFiles.Save(ada, dir, AdapterFiles.DefaultAdapter, modelDir);
-        }
+        void SaveAdapter(string dir) => peft.Save(dir, AdapterFiles.DefaultAdapter, modelDir);
 
         var display = new ProgressDisplay();
         using var cancel = new CancellationTokenSource();
@@ -187,30 +149,20 @@ public static class TrainCommand
             using var trainer = new Trainer(model, groups, options, train, validation, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0)
             {
                 Progress = display,
-                BeforeStep = beforeStep,
-                // AdaLoRA: the regulariser joins each step's loss; ranks are allocated after each optimizer step with
-                // PEFT's global_step = steps done (1-based), so the final allocation comes at step total_step − tfinal.
-                ExtraLoss = ada is null ? null : ada.OrthogonalRegularization,
-                AfterOptimizerStep = ada is null ? null : step => ada.UpdateAndAllocate(step + 1),
+                BeforeStep = hooks.BeforeStep,
+                ExtraLoss = hooks.ExtraLoss,
+                AfterOptimizerStep = hooks.AfterOptimizerStep,
                 OnCheckpoint = dir =>
                 {
                     SaveAdapter(dir);
-                    ada?.Allocator?.Save(Path.Combine(dir, RankAllocator.StateFileName));
+                    hooks.SaveState?.Invoke(dir);
                 },
             };
-            if (adaConfig is not null)
-            {
-                adaConfig.TotalStep = checked((int)trainer.TotalSteps);
-                adaConfig.Normalize(); // PEFT's checks of the schedule against total_step
-            }
+            hooks.OnTotalSteps?.Invoke(trainer.TotalSteps);
             if (resumeFrom is not null)
             {
                 trainer.Resume(resumeFrom);
-                if (ada is not null)
-                {
-                    ada.Allocator!.Load(Path.Combine(resumeFrom, RankAllocator.StateFileName));
-                    adaConfig!.RankPattern = AdaLoraConfig.Load(resumeFrom).RankPattern;
-                }
+                hooks.LoadState?.Invoke(resumeFrom);
                 Console.Error.WriteLine($"resumed from {resumeFrom} at step {trainer.GlobalStep}");
             }
             result = display.Run(() => trainer.Train(cancel.Token));
@@ -219,10 +171,9 @@ public static class TrainCommand
         {
             Console.CancelKeyPress -= onCancel;
         }
-        if (config is DyLoraConfig) lora!.SetRank(null);
+        string? finish = hooks.OnFinish?.Invoke();
         SaveAdapter(outDir);
-        if (ada is not null)
-            Console.Error.WriteLine($"AdaLoRA ranks kept: {string.Join(", ", ada.KeptRanks().Select(kv => $"{kv.Key} {kv.Value}"))}");
+        if (finish is not null) Console.Error.WriteLine(finish);
         string metrics = Path.Combine(outDir, MetricsLog.FileName);
         string plot = Path.Combine(outDir, "loss.png");
         LossPlot.Save(metrics, plot);

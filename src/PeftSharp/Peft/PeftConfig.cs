@@ -71,7 +71,7 @@ public abstract class PeftConfig
     [JsonIgnore]
     public IReadOnlyList<string> Warnings => _warnings;
 
-    /// <summary>The <c>peft_type</c> this config class is for (<c>"LORA"</c> for <see cref="LoraConfig"/>).</summary>
+    /// <summary>The <c>peft_type</c> this config class is for (<c>"LORA"</c> for LoraConfig).</summary>
     [JsonIgnore]
     public abstract string ExpectedPeftType { get; }
 

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using PeftSharp.Peft;
+using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tests.Peft;
 

@@ -1,4 +1,5 @@
 using PeftSharp.Peft;
+using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tests.Peft;
 

@@ -93,9 +93,7 @@ public static class AdaLoraFiles
     {
         if (!Directory.Exists(dir)) throw new PeftSharpException($"{dir}: adapter folder not found");
         var config = AdaLoraConfig.Load(dir);
-        string weights = Path.Combine(dir, AdapterFiles.WeightsFileName);
-        if (!File.Exists(weights))
-            throw new PeftSharpException($"{dir}: no {AdapterFiles.WeightsFileName} (an adapter folder needs adapter_config.json and {AdapterFiles.WeightsFileName})");
+        string weights = AdapterFiles.WeightsPath(dir); // safetensors only: a pickled adapter_model.bin is refused
         if (ada is null) ada = AdaLoraModel.Create(model, config, adapter, trainable: trainable);
         else ada.AddAdapter(adapter, config, trainable: trainable);
         ada.ResizeByRankPattern(adapter);

@@ -171,7 +171,7 @@ public sealed partial class AdaLoraModel
     {
         long all = Root.parameters().Sum(p => p.numel());
         long train = Root.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
-        return LoraModel.FormatReport(train, all);
+        return PeftModel.FormatReport(train, all);
     }
 
     /// <summary>

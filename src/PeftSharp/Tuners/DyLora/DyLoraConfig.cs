@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using PeftSharp.Peft;
+using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tuners.DyLora;
 

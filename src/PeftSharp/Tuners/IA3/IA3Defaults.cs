@@ -34,8 +34,13 @@ public static class IA3Defaults
                 ? TargetModules.FromNames(m.Targets)
                 : throw new PeftSharpException($"target_modules: no (IA)³ default for model_type \"{modelType ?? "(custom module)"}\"; give target_modules");
         if (config.FeedforwardModules is null)
-            config.FeedforwardModules = modelType is not null && Mapping.TryGetValue(modelType, out var m)
-                ? TargetModules.FromNames(m.Feedforward)
-                : throw new PeftSharpException($"feedforward_modules: no (IA)³ default for model_type \"{modelType ?? "(custom module)"}\"; give feedforward_modules");
+        {
+            if (modelType is null || !Mapping.TryGetValue(modelType, out var m))
+                throw new PeftSharpException($"feedforward_modules: no (IA)³ default for model_type \"{modelType ?? "(custom module)"}\"; give feedforward_modules");
+            // Only defaults that are targets: PEFT fills in the full default list, which makes a saved config with custom
+            // target_modules fail PEFT's own subset check when it is loaded again.
+            var ff = config.TargetModules.Names is { } targets ? m.Feedforward.Where(f => targets.Contains(f, StringComparer.Ordinal)) : m.Feedforward;
+            config.FeedforwardModules = TargetModules.FromNames(ff);
+        }
     }
 }

@@ -273,7 +273,7 @@ public class IA3Tests
         Assert.Contains("adapter_model.safetensors", e.Message);
         Assert.Contains("transformer.h.0.attn.c_attn.ia3_l", e.Message);
         Assert.Contains("[16, 1]", e.Message);
-        Assert.Empty(model.named_parameters().Where(p => p.name.Contains("ia3_l")));
+        Assert.DoesNotContain(model.named_parameters(), p => p.name.Contains("ia3_l"));
         // a pickle instead of safetensors: refused, never read
         dir = TinyCheckpoints.NewTempDirectory();
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config);

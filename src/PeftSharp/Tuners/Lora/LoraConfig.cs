@@ -1,7 +1,9 @@
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
-namespace PeftSharp.Peft;
+using PeftSharp.Peft;
+
+namespace PeftSharp.Tuners.Lora;
 
 /// <summary>
 /// PEFT's <c>LoraConfig</c>: every field, with PEFT's JSON name and default, read from and written to

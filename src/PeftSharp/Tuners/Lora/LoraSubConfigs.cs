@@ -1,6 +1,8 @@
 using System.Text.Json.Nodes;
 
-namespace PeftSharp.Peft;
+using PeftSharp.Peft;
+
+namespace PeftSharp.Tuners.Lora;
 
 /// <summary>
 /// PEFT's LoRA sub-configurations (LoftQConfig, EvaConfig, CordaConfig, LoraGAConfig, VeloraConfig, KasaConfig,

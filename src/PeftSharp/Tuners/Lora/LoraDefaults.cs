@@ -1,6 +1,8 @@
 using System.Collections.ObjectModel;
 
-namespace PeftSharp.Peft;
+using PeftSharp.Peft;
+
+namespace PeftSharp.Tuners.Lora;
 
 /// <summary>
 /// PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: the modules LoRA adapts when a config leaves
