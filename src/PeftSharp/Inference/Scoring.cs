@@ -24,10 +24,15 @@ public static class Scoring
 
     public static NllResult MeanNll(CausalLM model, IReadOnlyList<int> ids, int? window = null, Action<long, long>? progress = null)
     {
-        int w = window ?? model.Config.AttentionSpan;
+        // Virtual tokens and key/value prefixes take positions in front of every window.
+        int front = model.Extensions.VirtualTokens + model.Extensions.PrefixLength;
+        int span = model.Config.AttentionSpan - front;
+        int w = window ?? span;
         if (w < 2) throw new PeftSharpException($"--context: window must be at least 2 tokens, got {w}");
-        if (w > model.Config.AttentionSpan)
-            throw new PeftSharpException($"--context: window {w} exceeds the model's context of {model.Config.AttentionSpan} tokens");
+        if (w > span)
+            throw new PeftSharpException(front == 0
+                ? $"--context: window {w} exceeds the model's context of {model.Config.AttentionSpan} tokens"
+                : $"--context: window {w} exceeds the model's context of {model.Config.AttentionSpan} tokens less the adapter's {front} virtual/prefix positions");
         double total = 0;
         long count = 0;
         using var _ = no_grad();
