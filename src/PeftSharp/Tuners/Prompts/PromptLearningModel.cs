@@ -86,6 +86,8 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         config.Prepare(Model.Config, source);
         try { config.Normalize(); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{source}: {e.Message}"); }
+        // As PEFT: a config marked inference_mode (every saved one) builds the inference layout, without init or encoder.
+        inference |= config.InferenceMode;
         using var gen = new Generator((ulong)(seed ?? 0), Model.Device.type == DeviceType.CUDA ? Model.Device : CPU);
         var module = Create(name, config, inference, gen);
         container.Add(name, module);
