@@ -1,0 +1,162 @@
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.Prompts;
+
+/// <summary>Prompt tuning adapters (PEFT's <c>PromptEmbedding</c>): N trainable embeddings in front of the input.</summary>
+public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
+{
+    static readonly PromptTuningTuner TunerInstance = new();
+
+    PromptTuningModel(CausalLM model) : base(model) { }
+
+    public static PromptTuningModel Attach(CausalLM model) => new(model);
+
+    /// <summary>PEFT's get_peft_model with a PromptTuningConfig: one trainable, active adapter.</summary>
+    public static PromptTuningModel Create(CausalLM model, PromptTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
+    {
+        var m = new PromptTuningModel(model);
+        m.AddAdapter(adapter, config, seed);
+        m.SetAdapter(adapter);
+        return m;
+    }
+
+    public override ITuner Tuner => TunerInstance;
+    protected override string MethodName => "prompt_tuning";
+    protected override int LayersOf(PromptTuningConfig config) => 1;
+
+    protected override PromptModule Create(string name, PromptTuningConfig config, bool inference, Generator gen)
+    {
+        using var initial = InitialPrompt(config, inference, gen);
+        return new PromptEmbedding(initial);
+    }
+
+    /// <summary>The starting prompt [N, token_dim] in float32 (PEFT keeps prompt embeddings in float32).</summary>
+    Tensor InitialPrompt(PromptTuningConfig config, bool inference, Generator gen)
+    {
+        int n = config.TotalVirtualTokens, d = config.TokenDim!.Value;
+        using var scope = NewDisposeScope();
+        Tensor initial;
+        if (inference) initial = zeros([n, d], ScalarType.Float32, Model.Device);
+        else if (config.PromptTuningInitMode == PromptTuningInit.Random) initial = randn([n, d], ScalarType.Float32, generator: gen).to(Model.Device);
+        else
+        {
+            var table = InputEmbedding(Model);
+            Tensor ids = config.PromptTuningInitMode == PromptTuningInit.SampleVocab
+                ? randint(0, table.shape[0], [n], ScalarType.Int64, generator: gen)
+                : tensor(TextInitIds(config, n).Select(i => (long)i).ToArray());
+            using (no_grad()) initial = table.detach().index_select(0, ids.to(table.device)).to(ScalarType.Float32);
+        }
+        return initial.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// PEFT's TEXT init: <c>tokenizer(prompt_tuning_init_text)["input_ids"]</c> (special tokens included), cut to the
+    /// first <paramref name="count"/> ids when longer, repeated ⌈count/len⌉ times and cut when shorter.
+    /// </summary>
+    public static IReadOnlyList<int> TextInitIds(PromptTuningConfig config, int count)
+    {
+        string dir = config.TokenizerNameOrPath!;
+        if (!Directory.Exists(dir))
+            throw new PeftSharpException($"tokenizer_name_or_path \"{dir}\": not a local folder; PeftSharp reads the tokenizer of a model folder (prompt_tuning_init TEXT)");
+        var ids = ModelTokenizer.Load(dir).Encode(config.PromptTuningInitText!, addSpecialTokens: true).ToList();
+        if (ids.Count == 0) throw new PeftSharpException($"prompt_tuning_init_text \"{config.PromptTuningInitText}\": tokenizes to no tokens");
+        if (ids.Count > count) return ids.Take(count).ToList();
+        int reps = (count + ids.Count - 1) / ids.Count;
+        return Enumerable.Repeat(ids, reps).SelectMany(x => x).Take(count).ToList();
+    }
+
+    /// <summary>The model's input embedding table (GPT-2's <c>wte</c>, Llama's <c>embed_tokens</c>).</summary>
+    internal static Tensor InputEmbedding(CausalLM model) =>
+        model.named_parameters().FirstOrDefault(p => p.name is "transformer.wte.weight" or "model.embed_tokens.weight").parameter
+        ?? throw new PeftSharpException("the model has no input embedding named transformer.wte or model.embed_tokens");
+
+    protected override IDisposable Register(PromptModule module, PromptTuningConfig config) =>
+        Model.Extensions.AddInputRewrite(new VirtualTokenPrompt(module, config.TotalVirtualTokens));
+}
+
+/// <summary>P-tuning adapters (PEFT's <c>PromptEncoder</c>): virtual tokens produced by an MLP or LSTM encoder.</summary>
+public sealed class PTuningModel : PromptLearningModel<PromptEncoderConfig>
+{
+    static readonly PTuningTuner TunerInstance = new();
+
+    PTuningModel(CausalLM model) : base(model) { }
+
+    public static PTuningModel Attach(CausalLM model) => new(model);
+
+    public static PTuningModel Create(CausalLM model, PromptEncoderConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
+    {
+        var m = new PTuningModel(model);
+        m.AddAdapter(adapter, config, seed);
+        m.SetAdapter(adapter);
+        return m;
+    }
+
+    public override ITuner Tuner => TunerInstance;
+    protected override string MethodName => "p_tuning";
+    protected override int LayersOf(PromptEncoderConfig config) => 1;
+
+    protected override PromptModule Create(string name, PromptEncoderConfig config, bool inference, Generator gen) =>
+        new PromptEncoder(config, inference, gen, Model.Device);
+
+    protected override IDisposable Register(PromptModule module, PromptEncoderConfig config) =>
+        Model.Extensions.AddInputRewrite(new VirtualTokenPrompt(module, config.TotalVirtualTokens));
+}
+
+/// <summary>Prefix tuning / P-tuning v2 adapters (PEFT's <c>PrefixEncoder</c>): keys and values in front of every layer.</summary>
+public sealed class PrefixTuningModel : PromptLearningModel<PrefixTuningConfig>
+{
+    static readonly PrefixTuningTuner TunerInstance = new();
+
+    PrefixTuningModel(CausalLM model) : base(model) { }
+
+    public static PrefixTuningModel Attach(CausalLM model) => new(model);
+
+    public static PrefixTuningModel Create(CausalLM model, PrefixTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
+    {
+        var m = new PrefixTuningModel(model);
+        m.AddAdapter(adapter, config, seed);
+        m.SetAdapter(adapter);
+        return m;
+    }
+
+    public override ITuner Tuner => TunerInstance;
+    protected override string MethodName => "prefix_tuning";
+    protected override int LayersOf(PrefixTuningConfig config) => config.NumLayers!.Value;
+
+    protected override PromptModule Create(string name, PrefixTuningConfig config, bool inference, Generator gen) =>
+        new PrefixEncoder(config, inference, gen, Model.Device);
+
+    protected override IDisposable Register(PromptModule module, PrefixTuningConfig config) =>
+        Model.Extensions.AddKvPrefix(new PrefixKeyValues(module, config));
+}
+
+/// <summary>Prompt tuning in the tuner registry (<c>peft_type: "PROMPT_TUNING"</c>).</summary>
+public sealed class PromptTuningTuner : ITuner
+{
+    public string PeftType => PromptPeftTypes.PromptTuning;
+    public string Name => "prompt tuning";
+    public PeftConfig LoadConfig(string adapterDir) => PromptTuningConfig.Load(adapterDir);
+    public ITunerModel Attach(CausalLM model) => PromptTuningModel.Attach(model);
+}
+
+/// <summary>P-tuning in the tuner registry (<c>peft_type: "P_TUNING"</c>).</summary>
+public sealed class PTuningTuner : ITuner
+{
+    public string PeftType => PromptPeftTypes.PTuning;
+    public string Name => "P-tuning";
+    public PeftConfig LoadConfig(string adapterDir) => PromptEncoderConfig.Load(adapterDir);
+    public ITunerModel Attach(CausalLM model) => PTuningModel.Attach(model);
+}
+
+/// <summary>Prefix tuning in the tuner registry (<c>peft_type: "PREFIX_TUNING"</c>).</summary>
+public sealed class PrefixTuningTuner : ITuner
+{
+    public string PeftType => PromptPeftTypes.PrefixTuning;
+    public string Name => "prefix tuning";
+    public PeftConfig LoadConfig(string adapterDir) => PrefixTuningConfig.Load(adapterDir);
+    public ITunerModel Attach(CausalLM model) => PrefixTuningModel.Attach(model);
+}
