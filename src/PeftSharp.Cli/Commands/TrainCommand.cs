@@ -203,30 +203,26 @@ public static class TrainCommand
         Console.WriteLine($"{(result.Cancelled ? "stopped" : "done")}: {result.Steps} steps, adapter in {outDir}, loss plot {plot}");
         var spent = dp?.Spent(result.Steps);
         if (spent is { } sp) Console.WriteLine($"privacy spent: ε = {sp.Epsilon:G4} at δ = {dp!.Options.Delta:G3} (RDP accountant, order {sp.Order:G3})");
-        if (s.Get(o.Json) && spent is null)
-            JsonOutput.Write(new
+        if (s.Get(o.Json))
+        {
+            var summary = new Dictionary<string, object?>
             {
-                steps = result.Steps,
-                train_loss_first = losses.Count > 0 ? losses[0] : (double?)null,
-                train_loss_last = result.LastLoss,
-                eval_loss = result.LastEvalLoss,
-                tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
-                adapter_dir = outDir,
-            });
-        else if (s.Get(o.Json) && spent is { } dpSpent)
-            JsonOutput.Write(new
+                ["steps"] = result.Steps,
+                ["train_loss_first"] = losses.Count > 0 ? losses[0] : null,
+                ["train_loss_last"] = result.LastLoss,
+                ["eval_loss"] = result.LastEvalLoss,
+                ["tokens_per_second"] = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
+                ["adapter_dir"] = outDir,
+            };
+            if (spent is { } dpSpent)
             {
-                steps = result.Steps,
-                train_loss_first = losses.Count > 0 ? losses[0] : (double?)null,
-                train_loss_last = result.LastLoss,
-                eval_loss = result.LastEvalLoss,
-                tokens_per_second = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
-                adapter_dir = outDir,
-                epsilon = dpSpent.Epsilon,
-                delta = dp!.Options.Delta,
-                noise_multiplier = dp.NoiseMultiplier,
-                sample_rate = dp.SampleRate,
-            });
+                summary["epsilon"] = dpSpent.Epsilon;
+                summary["delta"] = dp!.Options.Delta;
+                summary["noise_multiplier"] = dp.NoiseMultiplier;
+                summary["sample_rate"] = dp.SampleRate;
+            }
+            JsonOutput.Write(summary);
+        }
         return !result.Cancelled ? 0 : terminated ? 143 : 130;
     }
 }
