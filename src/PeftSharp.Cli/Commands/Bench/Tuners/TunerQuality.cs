@@ -113,7 +113,7 @@ public static class TunerQuality
         plt.Axes.Margins(bottom: 0);
         plt.Title("Held-out perplexity on the demo's tasks (lower is better)");
         plt.YLabel("perplexity");
-        plt.ShowLegend();
+        plt.ShowLegend(ScottPlot.Alignment.UpperCenter); // the tallest bars sit at the corners
         plt.SavePng(path, 900, 520);
     }
 }
