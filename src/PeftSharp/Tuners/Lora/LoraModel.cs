@@ -218,9 +218,7 @@ public sealed partial class LoraModel
         return FormatReport(t, a);
     }
 
-    public static string FormatReport(long trainable, long all) =>
-        string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}");
+    public static string FormatReport(long trainable, long all) => PeftModel.FormatReport(trainable, all);
 
     /// <summary>While the returned scope lives, layers compute the base model only (PEFT's disable_adapter()).</summary>
     public IDisposable DisableAdapters()
