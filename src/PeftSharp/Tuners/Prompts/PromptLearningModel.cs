@@ -17,6 +17,14 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
     /// <summary>The model's child holding every prompt adapter's module (shared by the three methods).</summary>
     public const string ContainerName = "prompt_encoder";
 
+    /// <summary>PEFT's get_peft_model for the subclasses' Create: <paramref name="model"/> with one new, active adapter.</summary>
+    protected static TModel WithAdapter<TModel>(TModel model, string adapter, TConfig config, long? seed) where TModel : PromptLearningModel<TConfig>
+    {
+        model.AddAdapter(adapter, config, seed);
+        model.SetAdapter(adapter);
+        return model;
+    }
+
     readonly Dictionary<string, TConfig> configs = new(StringComparer.Ordinal);
     readonly Dictionary<string, bool> trainable = new(StringComparer.Ordinal);
     readonly AdapterContainer<PromptModule> container;

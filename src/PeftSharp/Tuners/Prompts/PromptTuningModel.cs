@@ -16,13 +16,8 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
     public static PromptTuningModel Attach(CausalLM model) => new(model);
 
     /// <summary>PEFT's get_peft_model with a PromptTuningConfig: one trainable, active adapter.</summary>
-    public static PromptTuningModel Create(CausalLM model, PromptTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
-    {
-        var m = new PromptTuningModel(model);
-        m.AddAdapter(adapter, config, seed);
-        m.SetAdapter(adapter);
-        return m;
-    }
+    public static PromptTuningModel Create(CausalLM model, PromptTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
+        WithAdapter(new PromptTuningModel(model), adapter, config, seed);
 
     public override ITuner Tuner => TunerInstance;
     protected override string MethodName => "prompt_tuning";
@@ -87,13 +82,8 @@ public sealed class PTuningModel : PromptLearningModel<PromptEncoderConfig>
 
     public static PTuningModel Attach(CausalLM model) => new(model);
 
-    public static PTuningModel Create(CausalLM model, PromptEncoderConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
-    {
-        var m = new PTuningModel(model);
-        m.AddAdapter(adapter, config, seed);
-        m.SetAdapter(adapter);
-        return m;
-    }
+    public static PTuningModel Create(CausalLM model, PromptEncoderConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
+        WithAdapter(new PTuningModel(model), adapter, config, seed);
 
     public override ITuner Tuner => TunerInstance;
     protected override string MethodName => "p_tuning";
@@ -115,13 +105,8 @@ public sealed class PrefixTuningModel : PromptLearningModel<PrefixTuningConfig>
 
     public static PrefixTuningModel Attach(CausalLM model) => new(model);
 
-    public static PrefixTuningModel Create(CausalLM model, PrefixTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null)
-    {
-        var m = new PrefixTuningModel(model);
-        m.AddAdapter(adapter, config, seed);
-        m.SetAdapter(adapter);
-        return m;
-    }
+    public static PrefixTuningModel Create(CausalLM model, PrefixTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
+        WithAdapter(new PrefixTuningModel(model), adapter, config, seed);
 
     public override ITuner Tuner => TunerInstance;
     protected override string MethodName => "prefix_tuning";
