@@ -14,9 +14,11 @@ public enum SubmitResult { Accepted, QueueFull, Draining }
 
 /// <summary>
 /// Continuous batching on one thread that owns the model: requests wait in a bounded queue; between decode steps
-/// finished rows leave and waiting requests join (each is prefilled alone, then its KV cache is appended to the
-/// batch's, right-aligned), and every step runs one forward for all rows, each row with its own adapter. Greedy
-/// results do not depend on what else is in the batch: each row keeps its own positions and masks the padding.
+/// finished rows leave and waiting requests join (those joining together are prefilled in shared left-padded
+/// forwards, then their KV cache is appended to the batch's, right-aligned). Every step runs one forward for the
+/// shared group (base and gathered LoRA rows, each with its own adapter, and rows whose soft prompt is already in
+/// their cache) and one per own-batch adapter in use ((IA)³, bottleneck...). Greedy results do not depend on what
+/// else is in the batch: each row keeps its own positions and masks the padding.
 /// </summary>
 public sealed class BatchEngine : IHostedService, IDisposable
 {
