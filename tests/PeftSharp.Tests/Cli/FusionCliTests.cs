@@ -39,6 +39,8 @@ public class FusionCliTests
         Assert.True(double.IsFinite(e.Json().GetProperty("nll").GetDouble()));
         var inspect = CliRunner.Run("inspect", "--model", dir, "--adapter", fused, "--json");
         Assert.True(inspect.ExitCode == 0, inspect.Stderr);
+        // Per layer (Pfeiffer: after the MLP only): query and key H·H + H, value H·H.
+        Assert.Equal(2 * (2 * (16 * 16 + 16) + 16 * 16), inspect.Json().GetProperty("trainable_params").GetInt64());
 
         var bad = CliRunner.AssertUserError(CliRunner.Run(["train", "--model", dir, "--out", Path.Combine(root, "x"), "--method", "fusion", "--fuse", lower, .. common]));
         Assert.Contains("--fuse", bad);

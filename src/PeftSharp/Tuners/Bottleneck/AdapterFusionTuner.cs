@@ -24,7 +24,10 @@ public sealed class AdapterFusionTuner : IForeignFormatTuner
     public PeftConfig LoadConfig(string adapterDir)
     {
         var (adapters, config) = AdapterFusionFiles.ReadConfig(adapterDir);
-        return new AdapterFusionPeftConfig { Fusion = config, AdapterNames = adapters };
+        var fused = new Dictionary<string, AdapterHubConfig>(StringComparer.Ordinal);
+        foreach (var a in adapters)
+            if (AdapterHubFiles.IsAdapterHubFolder(Path.Combine(adapterDir, a))) fused[a] = AdapterHubFiles.ReadConfig(Path.Combine(adapterDir, a)).Config;
+        return new AdapterFusionPeftConfig { Fusion = config, AdapterNames = adapters, AdapterConfigs = fused };
     }
 
     /// <inheritdoc/>
@@ -48,6 +51,8 @@ public sealed class AdapterFusionPeftConfig : PeftConfig
     [JsonIgnore] public IReadOnlyList<string> AdapterDirs { get; init; } = [];
     /// <summary>Names of adapters already in the model to fuse (when no folders are given).</summary>
     [JsonIgnore] public IReadOnlyList<string> AdapterNames { get; init; } = [];
+    /// <summary>Configs of fused adapters that are not loaded yet: added untrained (sizes only, e.g. for inspect) under these names.</summary>
+    [JsonIgnore] public IReadOnlyDictionary<string, AdapterHubConfig> AdapterConfigs { get; init; } = new Dictionary<string, AdapterHubConfig>();
 }
 
 public sealed partial class AdapterFusionModel : ITunerModel
@@ -66,7 +71,17 @@ public sealed partial class AdapterFusionModel : ITunerModel
     {
         var c = config as AdapterFusionPeftConfig ?? throw new PeftSharpException($"adapter \"{name}\": a {config.GetType().Name} is not an AdapterFusion config");
         if (c.AdapterDirs.Count > 0) AddFusionOfFolders(name, c.Fusion, c.AdapterDirs, seed, trainable);
-        else AddFusion(name, c.Fusion, c.AdapterNames, seed, trainable);
+        else
+        {
+            var added = c.AdapterNames.Where(a => !Hub.Configs.ContainsKey(a) && c.AdapterConfigs.ContainsKey(a)).ToList();
+            foreach (var a in added) Hub.AddAdapter(a, c.AdapterConfigs[a], seed, trainable: false);
+            try { AddFusion(name, c.Fusion, c.AdapterNames, seed, trainable, owned: added); }
+            catch
+            {
+                foreach (var a in added) Hub.DeleteAdapter(a);
+                throw;
+            }
+        }
     }
 
     void ITunerModel.LoadAdapter(string dir, string name, bool trainable) => AdapterFusionFiles.Load(this, dir, name, trainable);
