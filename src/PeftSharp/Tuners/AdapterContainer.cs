@@ -13,6 +13,9 @@ public sealed class AdapterContainer<T> : nn.Module where T : nn.Module
 
     public AdapterContainer() : base("adapters") { }
 
+    /// <summary>A container registered under another module name.</summary>
+    public AdapterContainer(string moduleName) : base(moduleName) { }
+
     public T this[string name] => items[name];
     public bool Contains(string name) => items.ContainsKey(name);
     public IEnumerable<string> Names => items.Keys;

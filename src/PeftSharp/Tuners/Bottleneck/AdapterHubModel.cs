@@ -71,7 +71,7 @@ public sealed partial class AdapterHubModel
         }
     }
 
-    SubLayerAdapters LocationAt(int layer, SubLayerKind location)
+    internal SubLayerAdapters LocationAt(int layer, SubLayerKind location)
     {
         if (locations.TryGetValue((layer, location), out var existing)) return existing;
         var created = new SubLayerAdapters(location);

@@ -74,6 +74,8 @@ public sealed class SubLayerBottleneck : nn.Module
     public int HiddenSize { get; }
     public int BottleneckSize { get; }
     public bool IsParallel => config.IsParallel;
+    /// <summary>The adapter's AdapterHub config.</summary>
+    public AdapterHubConfig Config => config;
     /// <summary>The LayerNorm before the down-projection (also saved as <c>adapter_norm_before</c>), when <c>ln_before</c>.</summary>
     public LayerNorm? NormBefore => normBefore;
 
@@ -120,12 +122,21 @@ public sealed class SubLayerBottleneck : nn.Module
     public Tensor Bottleneck(Tensor x, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
+        var up = ScaledUp(x);
+        if (config.Dropout > 0 && training) up = nn.functional.dropout(up, config.Dropout, training: true);
+        return up.to_type(dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>up(act(down(LN?(x)))) · s in float32, before dropout: what AdapterHub returns as the adapter's <c>up</c>
+    /// and feeds to AdapterFusion.</summary>
+    public Tensor ScaledUp(Tensor x)
+    {
+        using var scope = NewDisposeScope();
         var h = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
         if (normBefore is not null) h = normBefore.forward(h);
         var up = adapter_up.forward(BottleneckActivation.Apply(config.NonLinearity, down.forward(h)));
         up = scaling is null ? up.mul(constantScaling) : up.mul(scaling);
-        if (config.Dropout > 0 && training) up = nn.functional.dropout(up, config.Dropout, training: true);
-        return up.to_type(dtype).MoveToOuterDisposeScope();
+        return up.MoveToOuterDisposeScope();
     }
 
     /// <summary>
