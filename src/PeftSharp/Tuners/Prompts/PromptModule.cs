@@ -68,14 +68,14 @@ public sealed class PromptEmbedding : PromptModule
 /// <summary>
 /// PEFT's <c>PromptEncoder</c> (P-tuning). Training: <c>embedding</c> [N, token_dim] through <c>mlp_head</c>
 /// (Linear(D, E), ReLU, Linear(E, E), ReLU, Linear(E, D)) or through a bidirectional <c>lstm_head</c>
-/// (encoder_num_layers layers, hidden E) and <c>mlp_head</c> (Linear(2E, 2E), ReLU, Linear(2E, D)).
+/// (encoder_num_layers layers, hidden E; <see cref="BidirectionalLstm"/>) and <c>mlp_head</c> (Linear(2E, 2E), ReLU, Linear(2E, D)).
 /// Loaded (inference): <c>embedding</c> holds the encoder's output.
 /// </summary>
 public sealed class PromptEncoder : PromptModule
 {
     readonly Embedding embedding;
     readonly Sequential? mlp_head;
-    readonly LSTM? lstm_head;
+    readonly BidirectionalLstm? lstm_head;
 
     public PromptEncoder(PromptEncoderConfig config, bool inference, Generator? gen, Device device) : base(nameof(PromptEncoder))
     {
@@ -85,8 +85,8 @@ public sealed class PromptEncoder : PromptModule
         {
             if (config.EncoderReparameterizationType == "LSTM")
             {
-                lstm_head = nn.LSTM(d, e, config.EncoderNumLayers, bias: true, batchFirst: true, dropout: config.EncoderDropout, bidirectional: true, device: device, dtype: ScalarType.Float32);
-                InitLstm(lstm_head, e, gen);
+                lstm_head = new BidirectionalLstm("lstm_head", d, e, config.EncoderNumLayers, config.EncoderDropout, device);
+                lstm_head.ResetParameters(gen);
                 mlp_head = nn.Sequential(NewLinear(2 * e, 2 * e, gen, device), nn.ReLU(), NewLinear(2 * e, d, gen, device));
             }
             else
@@ -97,14 +97,6 @@ public sealed class PromptEncoder : PromptModule
         RegisterComponents();
     }
 
-    static void InitLstm(LSTM lstm, long hidden, Generator? gen)
-    {
-        double bound = 1.0 / Math.Sqrt(hidden);
-        using var _ = no_grad();
-        foreach (var p in lstm.parameters())
-            using (var u = rand(p.shape, ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound)) p.copy_(u);
-    }
-
     public override Parameter EmbeddingWeight => embedding.weight!;
     public override bool Direct => mlp_head is null;
 
@@ -112,10 +104,8 @@ public sealed class PromptEncoder : PromptModule
     {
         if (lstm_head is not null)
         {
-            var (output, h, c) = lstm_head.forward(e.unsqueeze(0));
-            h.Dispose();
-            c.Dispose();
-            return mlp_head!.forward(output).squeeze(0);
+            using var output = lstm_head.forward(e);
+            return mlp_head!.forward(output);
         }
         return mlp_head!.forward(e);
     }
