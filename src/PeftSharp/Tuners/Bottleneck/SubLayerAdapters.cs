@@ -15,15 +15,18 @@ namespace PeftSharp.Tuners.Bottleneck;
 public sealed class SubLayerAdapters : nn.Module, ISubLayerHook
 {
 #pragma warning disable IDE1006 // AdapterHub's module name
+    /// <summary>The AdapterHub adapters at this location, by name.</summary>
     public readonly AdapterContainer<SubLayerBottleneck> adapters = new();
 #pragma warning restore IDE1006
 
+    /// <summary>An empty holder for <paramref name="location"/>.</summary>
     public SubLayerAdapters(SubLayerKind location) : base(ModuleName(location))
     {
         Location = location;
         RegisterComponents();
     }
 
+    /// <summary>After the attention sub-layer or after the feed-forward sub-layer.</summary>
     public SubLayerKind Location { get; }
 
     /// <summary>The module name AdapterHub gives this location on a block.</summary>
@@ -34,8 +37,10 @@ public sealed class SubLayerAdapters : nn.Module, ISubLayerHook
 
     SubLayerBottleneck? Running => Active is { } name && adapters.Contains(name) ? adapters[name] : null;
 
+    /// <inheritdoc/>
     public HookPlacement Placement => Running is { IsParallel: true } ? HookPlacement.Parallel : HookPlacement.Serial;
 
+    /// <inheritdoc/>
     public Tensor Forward(SubLayerCall call) => Running switch
     {
         null => call.Output,
