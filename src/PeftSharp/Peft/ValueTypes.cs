@@ -125,7 +125,7 @@ public sealed class InitLoraWeights : IEquatable<InitLoraWeights>
     public static InitLoraWeights Eva { get; } = new(null, "eva");
     /// <summary><c>"olora"</c>: A and B from the QR decomposition of the base weight.</summary>
     public static InitLoraWeights Olora { get; } = new(null, "olora");
-    /// <summary><c>"pissa"</c>: A and B from the top singular vectors of the base weight, which keeps the residual.</summary>
+    /// <summary><c>"pissa"</c>: A and B from the top singular values and vectors of the base weight; the base weight keeps the residual.</summary>
     public static InitLoraWeights Pissa { get; } = new(null, "pissa");
     /// <summary><c>"corda"</c>: PEFT's CorDA initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights Corda { get; } = new(null, "corda");

@@ -28,7 +28,7 @@ public sealed class RankAllocator
     /// <summary>
     /// An allocator for <paramref name="adapter"/> of <paramref name="model"/>, with the budget schedule of <paramref name="config"/> (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2).
     /// </summary>
-    /// <exception cref="PeftSharpException">beta1 or beta2 outside (0, 1), or an invalid schedule.</exception>
+    /// <exception cref="PeftSharpException">beta1 or beta2 outside (0, 1).</exception>
     public RankAllocator(AdaLoraModel model, AdaLoraConfig config, string adapter)
     {
         if (!(config.Beta1 > 0 && config.Beta1 < 1)) throw new PeftSharpException($"beta1 must be in (0, 1), got {config.Beta1}");

@@ -39,7 +39,7 @@ public sealed class IndexedModules : nn.Module
 public sealed class SubLayerBottleneck : nn.Module
 {
 #pragma warning disable IDE1006 // AdapterHub's parameter names
-    /// <summary>The down-projection (index 0) and its non-linearity, as AdapterHub's <c>adapter_down</c> Sequential.</summary>
+    /// <summary>AdapterHub's <c>adapter_down</c> Sequential: the down-projection, after the adapter's own LayerNorm (index 0) when <c>ln_before</c>.</summary>
     public IndexedModules adapter_down;
     /// <summary>Up-projection back to the hidden size.</summary>
     public Linear adapter_up;
