@@ -127,9 +127,9 @@ public sealed class AdapterHubConfig
     public bool OutputAdapter => Bool("output_adapter");
     /// <summary><c>non_linearity</c>, lower-cased (e.g. relu, swish, gelu).</summary>
     public string NonLinearity => Str("non_linearity")!.ToLowerInvariant();
-    /// <summary><c>original_ln_before</c>: add the residual and apply the block's own LayerNorm before the adapter.</summary>
+    /// <summary><c>original_ln_before</c>: apply the block's own residual connection and LayerNorm before the adapter.</summary>
     public bool OriginalLnBefore => Bool("original_ln_before");
-    /// <summary><c>original_ln_after</c>: apply the block's own LayerNorm after the adapter.</summary>
+    /// <summary><c>original_ln_after</c>: apply the block's own residual connection and LayerNorm after the adapter.</summary>
     public bool OriginalLnAfter => Bool("original_ln_after");
     /// <summary><c>ln_before</c>: the adapter has its own LayerNorm before its down-projection.</summary>
     public bool LnBefore => Bool("ln_before");
