@@ -30,6 +30,9 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public ModelConfig Config { get; }
     /// <summary>The dtype the parameters were created in (float32 or bfloat16).</summary>
     public ScalarType DType { get; }
+
+    /// <summary>Real tokens one sequence may hold: the context less the positions prefixes and virtual tokens take in front.</summary>
+    public int TokenContext => Config.ContextLength - Extensions.LeadingPositions;
     /// <summary>The device the parameters live on.</summary>
     public Device Device { get; internal set; }
 
