@@ -7,6 +7,8 @@ namespace PeftSharp;
 /// </summary>
 public class PeftSharpException : Exception
 {
+    /// <summary>An error whose message is shown to the user as it is.</summary>
     public PeftSharpException(string message) : base(message) { }
+    /// <summary>An error whose message is shown to the user, caused by <paramref name="inner"/>.</summary>
     public PeftSharpException(string message, Exception inner) : base(message, inner) { }
 }

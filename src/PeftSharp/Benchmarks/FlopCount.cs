@@ -20,6 +20,9 @@ public static class FlopCount
         return c.Layers * perLayer + d * c.VocabSize;
     }
 
+    /// <summary>
+    /// Attention matrix-multiply FLOPs per token in the forward pass (QKᵀ and A·V): 4 · layers · <paramref name="seqLen"/> · heads · head_dim, without the causal half.
+    /// </summary>
     public static double AttentionForward(ModelConfig c, int seqLen) => 4.0 * c.Layers * seqLen * c.Heads * c.HeadDim;
 
     /// <summary>Training FLOPs per token given how many weights receive gradients.</summary>

@@ -23,10 +23,21 @@ public static class CheckpointMerging
     /// </summary>
     public sealed record Options(string Method, IReadOnlyList<double> Weights, double Density = 1.0, bool? Normalize = null, bool? Rescale = null, long? Seed = null)
     {
+        /// <summary>
+        /// Whether the merged task vector is divided by the weights that contributed: <see cref="Normalize"/> if set, otherwise true for <c>ties</c> only (mergekit's default).
+        /// </summary>
         public bool NormalizeOrDefault => Normalize ?? Method == "ties";
+        /// <summary>
+        /// Whether DARE rescales kept values by 1/density: <see cref="Rescale"/> if set, otherwise true for the <c>dare_*</c> methods only.
+        /// </summary>
         public bool RescaleOrDefault => Rescale ?? Method.StartsWith("dare", StringComparison.Ordinal);
+        /// <summary>
+        /// Whether the method elects a sign per element and drops disagreeing values (<c>ties</c> and <c>dare_ties</c>).
+        /// </summary>
         public bool ElectsSign => Method is "ties" or "dare_ties";
 
+        /// <summary>Checks the method name and that <see cref="Density"/> is in (0, 1].</summary>
+        /// <exception cref="PeftSharpException">Unknown method or density out of range.</exception>
         public void Validate()
         {
             if (!Methods.Contains(Method)) throw new PeftSharpException($"merge method \"{Method}\" is not supported (expected {string.Join(", ", Methods)})");

@@ -16,13 +16,20 @@ public static class LoraHub
     /// <summary>The searched weights, the loss and objective at them, and the objective of every evaluation.</summary>
     public sealed record Result(double[] Weights, double Loss, double Objective, int Evaluations, IReadOnlyList<double> History);
 
+    /// <summary>Settings of the LoraHub search; the defaults are the paper's.</summary>
     public sealed record Options
     {
+        /// <summary>
+        /// Objective evaluations the gradient-free search may spend (LoraHub's <c>max_inference_step</c>, default 40).
+        /// </summary>
         public int Budget { get; init; } = 40;
+        /// <summary>Weight of the L1 penalty on the composition weights added to the loss (default 0.05).</summary>
         public double L1 { get; init; } = 0.05;
+        /// <summary>Each composition weight is clipped to [−Bound, Bound] (default 1.5).</summary>
         public double Bound { get; init; } = 1.5;
         /// <summary>Initial CMA-ES step (the search starts at w = 0).</summary>
         public double Sigma { get; init; } = 0.5;
+        /// <summary>Seed of the CMA-ES search, so runs repeat.</summary>
         public long Seed { get; init; } = 0;
     }
 

@@ -6,22 +6,40 @@ namespace PeftSharp.Data;
 /// <summary>Why a record is removed, in the order the checks run (a record gets the first that applies).</summary>
 public static class RemovalReasons
 {
+    /// <summary>Not JSON, not an object, or no known fields.</summary>
     public const string Malformed = "malformed";            // not JSON, not an object, or no known fields
+    /// <summary>No text at all.</summary>
     public const string Empty = "empty";                    // no text at all
+    /// <summary>Not the file's main format (<c>train</c> reads one format per file).</summary>
     public const string MixedFormat = "mixed_format";       // not the file's main format (train reads one format per file)
+    /// <summary>No output, completion or assistant reply, or an empty one.</summary>
     public const string MissingReply = "missing_reply";     // no output/completion/assistant reply, or an empty one
+    /// <summary>More characters than <see cref="CleanOptions.MaxChars"/>.</summary>
     public const string TooLong = "too_long";               // more characters than the limit
+    /// <summary>Same prompt and reply as an earlier kept record.</summary>
     public const string ExactDuplicate = "exact_duplicate"; // same prompt and reply as an earlier kept record
+    /// <summary>Shingle Jaccard similarity at or above <see cref="CleanOptions.Threshold"/> with an earlier kept record.</summary>
     public const string NearDuplicate = "near_duplicate";   // shingle Jaccard similarity ≥ threshold with an earlier kept record
 
+    /// <summary>Every reason, in the order the checks run.</summary>
     public static readonly string[] All = [Malformed, Empty, MixedFormat, MissingReply, TooLong, ExactDuplicate, NearDuplicate];
 }
 
+/// <summary>What <see cref="DataCleaner.Analyze"/> checks.</summary>
+/// <param name="Threshold">Jaccard similarity of word shingles at or above which a record is a near duplicate of an earlier one (default 0.8).</param>
+/// <param name="NearDuplicates">Whether near duplicates are looked for at all (MinHash); exact duplicates always are.</param>
+/// <param name="MaxChars">Records with more characters (prompt plus reply) are removed as <see cref="RemovalReasons.TooLong"/> (default 32768).</param>
 public sealed record CleanOptions(double Threshold = 0.8, bool NearDuplicates = true, int MaxChars = 32768);
 
 /// <summary>A removed line: its number, why, the line it duplicates (for duplicates) and a detail.</summary>
 public sealed record RemovedRecord(int Line, string Reason, int? DuplicateOf, string? Detail, string Raw);
 
+/// <summary>What <see cref="DataCleaner.Analyze"/> found in a file.</summary>
+/// <param name="Records">Records (non-blank lines) read.</param>
+/// <param name="MainFormat">The most common record format (on a tie, the one seen first); null when no record has a format.</param>
+/// <param name="Formats">How many records have each format.</param>
+/// <param name="Kept">The records that pass every check, in file order.</param>
+/// <param name="Removed">The removed records with their reasons, in file order.</param>
 public sealed record CleanResult(
     int Records, RecordFormat? MainFormat, IReadOnlyDictionary<RecordFormat, int> Formats,
     IReadOnlyList<DataRecord> Kept, IReadOnlyList<RemovedRecord> Removed)
@@ -51,6 +69,9 @@ public static class DataCleaner
         return records;
     }
 
+    /// <summary>
+    /// Runs every check on <paramref name="records"/> in file order: each record gets the first reason in <see cref="RemovalReasons.All"/> that applies, and duplicates are judged against the records kept before it.
+    /// </summary>
     public static CleanResult Analyze(IReadOnlyList<DataRecord> records, CleanOptions options)
     {
         var formats = records.Where(r => r.Format is not null).GroupBy(r => r.Format!.Value).ToDictionary(g => g.Key, g => g.Count());

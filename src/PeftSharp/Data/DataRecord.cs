@@ -4,7 +4,17 @@ using System.Text.Json;
 namespace PeftSharp.Data;
 
 /// <summary>The record formats <c>peftsharp train</c> reads (see Training/InstructionData), as detected from a record's fields.</summary>
-public enum RecordFormat { Alpaca, PromptCompletion, Messages, Text }
+public enum RecordFormat
+{
+    /// <summary>Alpaca: <c>instruction</c>, optional <c>input</c>, <c>output</c>.</summary>
+    Alpaca,
+    /// <summary>A <c>prompt</c> and a <c>completion</c>.</summary>
+    PromptCompletion,
+    /// <summary>A chat: <c>messages</c>, a list of objects with <c>role</c> and <c>content</c>.</summary>
+    Messages,
+    /// <summary>A plain <c>text</c> field: no prompt/reply split.</summary>
+    Text,
+}
 
 /// <summary>
 /// One line of an instruction JSONL file, read as <c>train</c> reads it: its format, its prompt side and its reply
@@ -16,6 +26,7 @@ public sealed record DataRecord(int Line, string Raw, RecordFormat? Format, stri
     /// <summary>Everything the record says, prompt then reply: what duplicates are judged on.</summary>
     public string Content => Reply.Length == 0 ? Prompt : Prompt + "\n" + Reply;
 
+    /// <summary>Characters in the prompt and the reply together (what <see cref="CleanOptions.MaxChars"/> limits).</summary>
     public int Characters => Prompt.Length + Reply.Length;
 
     /// <summary>Parses one non-blank line. Never throws for bad content: a line that is not a record gets a <see cref="Problem"/>.</summary>

@@ -10,6 +10,9 @@ namespace PeftSharp.Data;
 /// </summary>
 public static class DataSplitter
 {
+    /// <summary>
+    /// Whether <paramref name="record"/> belongs to the validation side: a SHA-256 hash of the seed and the record's content, read as a number in [0, 1), is below <paramref name="fraction"/>.
+    /// </summary>
     public static bool IsValidation(DataRecord record, double fraction, int seed)
     {
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes($"{seed}\n{record.Content}"));
@@ -17,6 +20,10 @@ public static class DataSplitter
         return x / 18446744073709551616.0 < fraction;
     }
 
+    /// <summary>
+    /// Splits records into train and validation sides by <see cref="IsValidation"/>; <paramref name="path"/> names the file in errors.
+    /// </summary>
+    /// <exception cref="PeftSharpException"><paramref name="fraction"/> is outside [0, 1], or a record is not usable (the message names <paramref name="path"/> and the line).</exception>
     public static (List<DataRecord> Train, List<DataRecord> Validation) Split(IReadOnlyList<DataRecord> records, double fraction, int seed, string path)
     {
         if (fraction is < 0 or > 1) throw new PeftSharpException($"--validation-fraction: expected a value in [0, 1], got {fraction}");

@@ -15,6 +15,10 @@ public sealed class MinHash
     const ulong Prime = (1UL << 61) - 1; // Mersenne prime 2^61 − 1
     readonly ulong[] a, b;
 
+    /// <summary>
+    /// A MinHash with <paramref name="permutations"/> hash functions over shingles of <paramref name="shingleWords"/> words; bands and rows are chosen for <paramref name="threshold"/>; <paramref name="seed"/> fixes the hash functions.
+    /// </summary>
+    /// <exception cref="PeftSharpException"><paramref name="threshold"/> is not in (0, 1].</exception>
     public MinHash(int permutations = 128, int shingleWords = 3, double threshold = 0.8, int seed = 1)
     {
         if (permutations < 2) throw new ArgumentOutOfRangeException(nameof(permutations));
@@ -33,10 +37,15 @@ public sealed class MinHash
         (Bands, Rows) = BandsFor(threshold, permutations);
     }
 
+    /// <summary>Number of hash functions, the length of a signature.</summary>
     public int Permutations { get; }
+    /// <summary>Words per shingle.</summary>
     public int ShingleWords { get; }
+    /// <summary>The Jaccard similarity at or above which two records are near duplicates.</summary>
     public double Threshold { get; }
+    /// <summary>Number of LSH bands the signature is cut into (bands · rows ≤ permutations).</summary>
     public int Bands { get; }
+    /// <summary>Signature values per band.</summary>
     public int Rows { get; }
 
     /// <summary>

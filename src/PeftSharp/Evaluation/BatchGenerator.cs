@@ -19,6 +19,9 @@ public sealed class BatchGenerator(CausalLM model, ModelTokenizer tokenizer)
         return GenerateIds(ids, maxNewTokens).Select(g => tokenizer.Decode(g, skipSpecialTokens: true)).ToList();
     }
 
+    /// <summary>
+    /// Greedy generation from token ids: the new token ids of each prompt (stopping at EOS, excluded), in prompt order.
+    /// </summary>
     public IReadOnlyList<List<int>> GenerateIds(IReadOnlyList<long[]> prompts, int maxNewTokens)
     {
         int rows = prompts.Count;

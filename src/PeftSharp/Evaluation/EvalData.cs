@@ -12,6 +12,10 @@ namespace PeftSharp.Evaluation;
 /// </summary>
 public static class EvalData
 {
+    /// <summary>
+    /// Reads the items of <paramref name="task"/> from a JSON list, JSON Lines, SQuAD or CSV file (see the class summary), at most <paramref name="limit"/> of them.
+    /// </summary>
+    /// <exception cref="PeftSharpException">The file is missing or a record lacks a field the task needs; the message names the file and line.</exception>
     public static IReadOnlyList<EvalItem> Load(string path, EvalTask task, int? limit = null)
     {
         if (!File.Exists(path)) throw new PeftSharpException($"--data {path}: file not found");

@@ -10,7 +10,11 @@ namespace PeftSharp.Evaluation;
 /// </summary>
 public static class EvalTasks
 {
+    /// <summary>
+    /// Name of the commonsense suite (BoolQ, PIQA, SIQA, HellaSwag, WinoGrande, ARC-e, ARC-c, OBQA), as in LLM-Adapters.
+    /// </summary>
     public const string CommonsenseSuite = "commonsense";
+    /// <summary>Name of the math suite (GSM8K, AQuA, SVAMP, AddSub, MultiArith, SingleEq, MAWPS), as in LLM-Adapters.</summary>
     public const string MathSuite = "math";
 
     static readonly string[] Answers5 = ["answer1", "answer2", "answer3", "answer4", "answer5"];
@@ -30,11 +34,13 @@ public static class EvalTasks
 
     static readonly string[] Math = ["gsm8k", "AQuA", "SVAMP", "AddSub", "MultiArith", "SingleEq", "mawps"];
 
+    /// <summary>Every known task, in LLM-Adapters' table order.</summary>
     public static IReadOnlyList<EvalTask> All { get; } = BuildAll();
 
     /// <summary>The tasks of a suite ("commonsense" or "math"), in LLM-Adapters' table order.</summary>
     public static IReadOnlyList<EvalTask> Suite(string suite) => All.Where(t => t.Suite == suite).ToList();
 
+    /// <summary>Whether <paramref name="name"/> is a suite name (any case) rather than a task.</summary>
     public static bool IsSuite(string name) =>
         name.Equals(CommonsenseSuite, StringComparison.OrdinalIgnoreCase) || name.Equals(MathSuite, StringComparison.OrdinalIgnoreCase);
 

@@ -75,6 +75,7 @@ public static class Evaluator
         return new ItemResult(index, item.Prompt, item.Gold, v.Prediction, v.Correct, Generation: generation, ExactMatch: v.ExactMatch, F1: v.F1);
     }
 
+    /// <summary>Accuracy (and acc_norm, exact match and F1 where the results have them) over one task's item results.</summary>
     public static EvalSummary Summarize(string task, string mode, IReadOnlyList<ItemResult> results)
     {
         int n = results.Count, correct = results.Count(r => r.Correct);

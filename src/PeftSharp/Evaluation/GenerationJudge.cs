@@ -9,6 +9,9 @@ public sealed record GenerationVerdict(string Prediction, bool Correct, double? 
 /// <summary>Judges a generation by the task's <see cref="AnswerKind"/> (rules in docs/evaluation.md).</summary>
 public static class GenerationJudge
 {
+    /// <summary>
+    /// Extracts the answer from <paramref name="generation"/> (the text after the prompt) and compares it with the item's gold answer.
+    /// </summary>
     public static GenerationVerdict Judge(EvalTask task, EvalItem item, string generation)
     {
         string response = AnswerExtraction.ResponseText(item.Prompt, generation);

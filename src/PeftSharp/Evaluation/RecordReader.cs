@@ -6,11 +6,15 @@ namespace PeftSharp.Evaluation;
 /// <summary>Typed access to one data record's fields; every error names the file and the record's line.</summary>
 public sealed class RecordReader(string path, int line)
 {
+    /// <summary>The data file, as named in errors.</summary>
     public string Path { get; } = path;
+    /// <summary>The 1-based line (or record number) of the record in <see cref="Path"/>.</summary>
     public int Line { get; } = line;
 
+    /// <summary>An exception whose message starts with <c>path:line:</c>.</summary>
     public PeftSharpException Error(string message) => new($"{Path}:{Line}: {message}");
 
+    /// <summary>Whether <paramref name="record"/> is an object with a non-null <paramref name="field"/>.</summary>
     public static bool Has(JsonElement record, string field) =>
         record.ValueKind == JsonValueKind.Object && record.TryGetProperty(field, out var v) && v.ValueKind != JsonValueKind.Null;
 
@@ -37,6 +41,8 @@ public sealed class RecordReader(string path, int line)
         throw Error($"missing field {string.Join(" or ", fields.Select(f => $"\"{f}\""))}");
     }
 
+    /// <summary>An integer field (a JSON number or a string holding one).</summary>
+    /// <exception cref="PeftSharpException">The field is missing or not an integer.</exception>
     public int Int(JsonElement record, string field)
     {
         string s = String(record, field);
@@ -44,6 +50,8 @@ public sealed class RecordReader(string path, int line)
             ? n : throw Error($"field \"{field}\": expected an integer, got \"{s}\"");
     }
 
+    /// <summary>A field holding a list of strings.</summary>
+    /// <exception cref="PeftSharpException">The field is missing or not a list of strings.</exception>
     public IReadOnlyList<string> Strings(JsonElement record, string field)
     {
         if (!record.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null) throw Error($"missing field \"{field}\"");
@@ -57,6 +65,7 @@ public sealed class RecordReader(string path, int line)
         return list;
     }
 
+    /// <summary>Names a JSON value's kind for error messages ("an object", "a list", "a string"...).</summary>
     public static string Describe(JsonElement v) => v.ValueKind switch
     {
         JsonValueKind.Object => "an object",

@@ -12,17 +12,25 @@ public sealed record FederatedClient(string Name, IReadOnlyList<TrainingExample>
 /// <summary>How a federated run goes.</summary>
 public sealed record FederatedOptions
 {
+    /// <summary>Communication rounds (default 10).</summary>
     public int Rounds { get; init; } = 10;
+    /// <summary>Clients sampled (without replacement) each round (default 2); at most the number of clients.</summary>
     public int ClientsPerRound { get; init; } = 2;
     /// <summary>Optimizer steps each selected client makes per round, starting from the round's global adapter.</summary>
     public int LocalSteps { get; init; } = 10;
+    /// <summary>How client factors are combined into the global adapter (default FedAvg).</summary>
     public AggregationKind Aggregation { get; init; } = AggregationKind.FedAvg;
+    /// <summary>AdamW learning rate of each client's local steps (default 2e-3).</summary>
     public double LearningRate { get; init; } = 2e-3;
+    /// <summary>Examples per local step (default 4).</summary>
     public int BatchSize { get; init; } = 4;
+    /// <summary>Seed of client sampling, batch order and any DP noise, so runs repeat.</summary>
     public ulong Seed { get; init; } = 42;
     /// <summary>Client-level DP on the aggregate (FedAvg and FFA-LoRA); null: none.</summary>
     public ClientLevelDp? Dp { get; init; }
 
+    /// <summary>Checks the options against the number of clients.</summary>
+    /// <exception cref="PeftSharpException">A value is out of range; the message names the CLI option.</exception>
     public void Validate(int clients)
     {
         if (Rounds < 1) throw new PeftSharpException($"--rounds: expected at least 1, got {Rounds}");
@@ -56,6 +64,10 @@ public sealed class FederatedSimulation
     readonly long padTokenId;
     readonly FederatedOptions options;
 
+    /// <summary>
+    /// A simulation on <paramref name="model"/> whose LoRA adapter <paramref name="adapter"/> (in <paramref name="lora"/>) is the global adapter; <paramref name="heldOut"/> is the evaluation set, <paramref name="padTokenId"/> pads batches.
+    /// </summary>
+    /// <exception cref="PeftSharpException">Invalid options, or a client without training examples.</exception>
     public FederatedSimulation(CausalLM model, LoraModel lora, string adapter, IReadOnlyList<FederatedClient> clients,
                                IReadOnlyList<TrainingExample> heldOut, long padTokenId, FederatedOptions options)
     {
@@ -71,7 +83,9 @@ public sealed class FederatedSimulation
             foreach (var layer in lora.LinearLayers.Values) layer.A(adapter).weight.requires_grad = false;
     }
 
+    /// <summary>The adapter's scaling (lora_alpha / r, or / √r with rsLoRA).</summary>
     public double Scaling { get; }
+    /// <summary>The adapter's rank r.</summary>
     public int Rank { get; }
 
     /// <summary>Called after each round with its result and the new global adapter (e.g. to checkpoint it).</summary>

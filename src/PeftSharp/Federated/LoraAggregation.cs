@@ -16,6 +16,8 @@ public enum AggregationKind
 /// <summary>The three aggregations of client LoRA factors, and FedAvg's inexactness.</summary>
 public static class LoraAggregation
 {
+    /// <summary>Parses a CLI name: <c>fedavg</c>, <c>ffa-lora</c> (or <c>ffa</c>) or <c>svd</c>, any case.</summary>
+    /// <exception cref="PeftSharpException">Any other name.</exception>
     public static AggregationKind Parse(string name) => name.ToLowerInvariant() switch
     {
         "fedavg" => AggregationKind.FedAvg,

@@ -9,8 +9,10 @@ namespace PeftSharp.Federated;
 /// </summary>
 public sealed class LoraFactors : IDisposable
 {
+    /// <summary>Takes ownership of <paramref name="layers"/>: the tensors are disposed with this object.</summary>
     public LoraFactors(Dictionary<string, (Tensor A, Tensor B)> layers) => Layers = layers;
 
+    /// <summary>Per LoRA layer (by module path): A [r, in] and B [out, r], float32 on the CPU.</summary>
     public Dictionary<string, (Tensor A, Tensor B)> Layers { get; }
 
     /// <summary>Copies an adapter's factors out of a model.</summary>
@@ -45,6 +47,7 @@ public sealed class LoraFactors : IDisposable
     /// <summary>Bytes of float32 values in the factors that travel: A and B, or only B.</summary>
     public long Bytes(bool onlyB = false) => Layers.Values.Sum(f => (onlyB ? 0 : f.A.numel()) + f.B.numel()) * sizeof(float);
 
+    /// <summary>A deep copy: new tensors, owned by the copy.</summary>
     public LoraFactors Clone() =>
         new(Layers.ToDictionary(kv => kv.Key, kv => (Keep(kv.Value.A.clone()), Keep(kv.Value.B.clone())), StringComparer.Ordinal));
 
@@ -54,6 +57,7 @@ public sealed class LoraFactors : IDisposable
         return t;
     }
 
+    /// <summary>Disposes every factor tensor.</summary>
     public void Dispose()
     {
         foreach (var (a, b) in Layers.Values)

@@ -7,7 +7,9 @@ namespace PeftSharp.Federated;
 /// <summary>A round's global adapter on disk: <c>round-N/</c> in PEFT's format plus <c>round.json</c>, written atomically.</summary>
 public static class RoundCheckpoint
 {
+    /// <summary>Folder name prefix of a round's checkpoint (<c>round-N</c>).</summary>
     public const string Prefix = "round-";
+    /// <summary>File in each round folder describing the round (JSON).</summary>
     public const string InfoFile = "round.json";
 
     /// <summary>Writes <c>round-N/</c> under <paramref name="outputDir"/> (a temporary folder renamed into place) and returns its path.</summary>

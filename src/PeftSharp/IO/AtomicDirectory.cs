@@ -25,6 +25,9 @@ public static class AtomicDirectory
         Write(target, fill);
     }
 
+    /// <summary>
+    /// Calls <paramref name="fill"/> with a new temporary folder beside <paramref name="target"/>, flushes it to disk and renames it to <paramref name="target"/>; an existing target is replaced only after the new folder is complete. If <paramref name="fill"/> throws, the temporary folder is deleted and the target is untouched.
+    /// </summary>
     public static void Write(string target, Action<string> fill)
     {
         target = Path.GetFullPath(target);

@@ -9,6 +9,9 @@ public sealed class Sampler(double temperature, double topP, int seed)
 {
     readonly Random random = new(seed);
 
+    /// <summary>
+    /// The index of the next token drawn from <paramref name="logits"/> (one row, vocabulary size): the argmax at temperature 0, otherwise a top-p sample.
+    /// </summary>
     public int Next(float[] logits)
     {
         if (temperature <= 0) return ArgMax(logits);
@@ -41,6 +44,7 @@ public sealed class Sampler(double temperature, double topP, int seed)
         return order[keep - 1];
     }
 
+    /// <summary>The index of the largest value (the first one on a tie).</summary>
     public static int ArgMax(float[] values)
     {
         int best = 0;

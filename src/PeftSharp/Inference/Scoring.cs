@@ -6,7 +6,9 @@ namespace PeftSharp.Inference;
 /// <summary>Result of scoring a token sequence: how many tokens were predicted and their mean negative log-likelihood.</summary>
 public readonly record struct NllResult(long Tokens, double TotalNll)
 {
+    /// <summary>Mean negative log-likelihood per predicted token, in nats (NaN when no token was predicted).</summary>
     public double MeanNll => Tokens == 0 ? double.NaN : TotalNll / Tokens;
+    /// <summary>exp(<see cref="MeanNll"/>).</summary>
     public double Perplexity => Math.Exp(MeanNll);
 }
 
@@ -22,6 +24,10 @@ public static class Scoring
     /// <summary>Positions whose log-softmax is computed at once: bounds the float32 logits held in memory.</summary>
     const long ChunkPositions = 256;
 
+    /// <summary>
+    /// Scores <paramref name="ids"/> in windows of <paramref name="window"/> tokens (default: the model's attention span less any virtual tokens); <paramref name="progress"/> gets (tokens done, tokens total).
+    /// </summary>
+    /// <exception cref="PeftSharpException">The window is under 2 tokens.</exception>
     public static NllResult MeanNll(CausalLM model, IReadOnlyList<int> ids, int? window = null, Action<long, long>? progress = null)
     {
         // Virtual tokens and key/value prefixes take positions in front of every window.

@@ -4,6 +4,11 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Inference;
 
+/// <summary>How <see cref="TextGenerator"/> generates (transformers' generate() names in PascalCase).</summary>
+/// <param name="MaxNewTokens">Tokens to generate at most after the prompt (default 64).</param>
+/// <param name="Temperature">Softmax temperature; 0 (the default) is greedy decoding.</param>
+/// <param name="TopP">Nucleus sampling: keep the smallest set of likeliest tokens whose probability reaches this (default 1, all).</param>
+/// <param name="Seed">Seed of the sampler, so sampled runs repeat.</param>
 public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0.0, double TopP = 1.0, int Seed = 0);
 
 /// <summary>
@@ -12,6 +17,10 @@ public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature
 /// </summary>
 public sealed class TextGenerator(CausalLM model, ModelTokenizer tokenizer)
 {
+    /// <summary>
+    /// Encodes <paramref name="prompt"/> (with the tokenizer's special tokens) and generates; returns the new token ids (without the prompt or the stop token). <paramref name="onText"/> receives text as it becomes printable.
+    /// </summary>
+    /// <exception cref="PeftSharpException">The prompt encodes to no tokens.</exception>
     public IReadOnlyList<int> Generate(string prompt, GenerationOptions options, Action<string>? onText = null)
     {
         var promptIds = tokenizer.Encode(prompt, addSpecialTokens: true);
@@ -20,6 +29,9 @@ public sealed class TextGenerator(CausalLM model, ModelTokenizer tokenizer)
         return Generate(promptIds, options, onText);
     }
 
+    /// <summary>
+    /// Generates after <paramref name="promptIds"/> until an EOS token, <see cref="GenerationOptions.MaxNewTokens"/> or the context length; returns the new token ids. <paramref name="onText"/> receives text as it becomes printable.
+    /// </summary>
     public IReadOnlyList<int> Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<string>? onText = null)
     {
         var stop = new HashSet<int>(model.Config.EosTokenIds);

@@ -11,6 +11,7 @@ namespace PeftSharp.Models;
 /// </summary>
 public abstract class CausalLM : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Sets the config, the parameter dtype and the device, and creates the model's <see cref="Extensions"/>.</summary>
     protected CausalLM(string name, ModelConfig config, ScalarType dtype, Device device) : base(name)
     {
         Config = config;
@@ -25,11 +26,14 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>The decoder blocks in order (GPT-2's <c>transformer.h</c>, Llama's <c>model.layers</c>).</summary>
     public abstract IReadOnlyList<DecoderBlock> Blocks { get; }
 
+    /// <summary>The model's config.json, as read.</summary>
     public ModelConfig Config { get; }
+    /// <summary>The dtype the parameters were created in (float32 or bfloat16).</summary>
     public ScalarType DType { get; }
 
     /// <summary>Real tokens one sequence may hold: the context less the positions prefixes and virtual tokens take in front.</summary>
     public int TokenContext => Config.ContextLength - Extensions.LeadingPositions;
+    /// <summary>The device the parameters live on.</summary>
     public Device Device { get; internal set; }
 
     /// <summary>The final, normalised hidden states [B, T, hidden].</summary>
@@ -50,12 +54,16 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Logits [B, T, vocab] for token ids [B, T].</summary>
     public override Tensor forward(Tensor inputIds) => Forward(inputIds);
 
+    /// <summary>
+    /// Logits [B, T, vocab] for token ids [B, T]; with <paramref name="cache"/>, only the new tokens are given and past keys and values are read from and appended to it. <paramref name="attentionMask"/> [B, S] is 1 for real tokens and 0 for padding (transformers' convention).
+    /// </summary>
     public Tensor Forward(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null)
     {
         using var scope = NewDisposeScope();
         return Logits(Hidden(inputIds, cache, attentionMask)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>An empty KV cache with one slot per layer, for <see cref="Forward"/>.</summary>
     public KvCache NewCache() => new(Config.Layers);
 
     /// <summary>Checkpoint keys that this model ignores if present (non-persistent buffers of older exports).</summary>
@@ -68,6 +76,9 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Random initialisation as transformers' <c>_init_weights</c> (normal(0, 0.02), zero biases, unit norms).</summary>
     public abstract void InitializeWeights(long seed);
 
+    /// <summary>
+    /// Fills <paramref name="p"/> with normal(0, <paramref name="std"/>) values drawn from <paramref name="gen"/> in float32, then cast to its dtype.
+    /// </summary>
     protected static void InitNormal(Parameter p, double std, Generator gen)
     {
         using var _ = no_grad();
@@ -75,6 +86,7 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
         p.copy_(tmp);
     }
 
+    /// <summary>Fills <paramref name="p"/> with <paramref name="value"/>; does nothing when <paramref name="p"/> is null.</summary>
     protected static void Fill(Parameter? p, double value)
     {
         if (p is null) return;

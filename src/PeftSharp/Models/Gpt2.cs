@@ -12,12 +12,18 @@ namespace PeftSharp.Models;
 // transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f.
 // The Conv1D layers store their weight [in, out]; lm_head is tied to wte.
 
+/// <summary>
+/// GPT-2 attention (transformers' GPT2Attention): fused q/k/v projection, causal scaled dot-product attention, output projection.
+/// </summary>
 public sealed class Gpt2Attention : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Fused query/key/value projection (Conv1D, weight [n_embd, 3·n_embd]).</summary>
     public Linear c_attn;
+    /// <summary>Output projection (Conv1D, weight [n_embd, n_embd]).</summary>
     public Linear c_proj;
     readonly int heads, headDim, layer;
 
+    /// <summary>The attention of block <paramref name="layer"/>, parameters uninitialised (torch.empty).</summary>
     public Gpt2Attention(ModelConfig c, int layer, ScalarType dtype, Device device) : base("attn")
     {
         heads = c.NHead;
@@ -28,6 +34,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Attention over <paramref name="x"/> [B, T, n_embd] alone (no cache, no mask).</summary>
     public override Tensor forward(Tensor x) => Forward(x, null, null);
 
     /// <summary>prefix: keys and values [B, H, P, D] put in front of this forward's own (extension point 3).</summary>
@@ -44,12 +51,16 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>GPT-2 MLP: <c>c_proj(act(c_fc(x)))</c> with the config's activation_function.</summary>
 public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Up projection (Conv1D, weight [n_embd, n_inner]).</summary>
     public Linear c_fc;
+    /// <summary>Down projection (Conv1D, weight [n_inner, n_embd]).</summary>
     public Linear c_proj;
     readonly string activation;
 
+    /// <summary>An MLP with parameters uninitialised (torch.empty).</summary>
     public Gpt2Mlp(ModelConfig c, ScalarType dtype, Device device) : base("mlp")
     {
         activation = c.ActivationFunction;
@@ -58,6 +69,7 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary><c>c_proj(act(c_fc(x)))</c> for <paramref name="x"/> [.., n_embd].</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -65,13 +77,21 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>A GPT-2 block (pre-norm): x + attn(ln_1(x)), then x + mlp(ln_2(x)).</summary>
 public sealed class Gpt2Block : DecoderBlock
 {
+    /// <summary>LayerNorm before attention.</summary>
     public LayerNorm ln_1;
+    /// <summary>The block's attention.</summary>
     public Gpt2Attention attn;
+    /// <summary>LayerNorm before the MLP.</summary>
     public LayerNorm ln_2;
+    /// <summary>The block's MLP.</summary>
     public Gpt2Mlp mlp;
 
+    /// <summary>
+    /// Block <paramref name="layer"/>, parameters uninitialised; <paramref name="extensions"/> are the model's hook points.
+    /// </summary>
     public Gpt2Block(ModelConfig c, int layer, ExtensionPoints extensions, ScalarType dtype, Device device) : base("block", layer, extensions)
     {
         ln_1 = new LayerNorm(c.NEmbd, c.LayerNormEpsilon, dtype, device);
@@ -81,6 +101,7 @@ public sealed class Gpt2Block : DecoderBlock
         RegisterComponents();
     }
 
+    /// <summary>The block over <paramref name="x"/> [B, T, n_embd] with no cache and no mask.</summary>
     public override Tensor forward(Tensor x) => Forward(x, null, null);
 
     /// <summary>One block; addPrefix puts the key/value prefixes (extension point 3) in front of this forward's keys.</summary>
@@ -95,15 +116,21 @@ public sealed class Gpt2Block : DecoderBlock
     }
 }
 
+/// <summary>GPT2Model (<c>transformer</c>): token and position embeddings, the blocks, the final LayerNorm.</summary>
 public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Token embeddings [vocab_size, n_embd] (also the tied output head).</summary>
     public Embedding wte;
+    /// <summary>Learned position embeddings [n_positions, n_embd].</summary>
     public Embedding wpe;
+    /// <summary>The decoder blocks, <c>h.0</c> to <c>h.{n_layer-1}</c>.</summary>
     public ModuleList<Gpt2Block> h;
+    /// <summary>The final LayerNorm.</summary>
     public LayerNorm ln_f;
 
     readonly ExtensionPoints extensions;
 
+    /// <summary>The transformer with parameters uninitialised; <paramref name="extensions"/> are the model's hook points.</summary>
     public Gpt2Model(ModelConfig c, ExtensionPoints extensions, ScalarType dtype, Device device) : base("transformer")
     {
         this.extensions = extensions;
@@ -114,8 +141,12 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Final hidden states [B, T, n_embd] for token ids [B, T] (no cache, no mask).</summary>
     public override Tensor forward(Tensor ids) => Forward(ids, null, null);
 
+    /// <summary>
+    /// Final hidden states [B, T, n_embd] for token ids [B, T]. Positions continue after what <paramref name="cache"/> holds; <paramref name="attentionMask"/> [B, S] marks real tokens with 1; <paramref name="checkpoint"/> recomputes block activations in backward (gradient checkpointing).
+    /// </summary>
     public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
@@ -153,8 +184,13 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
 /// <summary>GPT2LMHeadModel: the transformer plus the vocabulary head tied to <c>wte</c>.</summary>
 public sealed class Gpt2LMHeadModel : CausalLM
 {
+    /// <summary>The GPT2Model (<c>transformer.*</c> parameters).</summary>
     public Gpt2Model transformer;
 
+    /// <summary>
+    /// A GPT-2 model with parameters uninitialised (torch.empty) in <paramref name="dtype"/> on <paramref name="device"/> (default CPU).
+    /// </summary>
+    /// <exception cref="PeftSharpException">The config has tie_word_embeddings=false.</exception>
     public Gpt2LMHeadModel(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
         : base(nameof(Gpt2LMHeadModel), config, dtype, device ?? CPU)
     {
@@ -164,21 +200,27 @@ public sealed class Gpt2LMHeadModel : CausalLM
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Tensor OutputEmbedding => transformer.wte.weight;
 
+    /// <inheritdoc/>
     public override IReadOnlyList<DecoderBlock> Blocks => [.. transformer.h];
 
+    /// <inheritdoc/>
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
         transformer.Forward(inputIds, cache, attentionMask, GradientCheckpointing);
 
     // Old checkpoints carry the causal-mask buffers; lm_head.weight, when saved, is wte again.
+    /// <inheritdoc/>
     public override bool IsIgnorableCheckpointKey(string key) =>
         key.EndsWith(".attn.bias") || key.EndsWith(".attn.masked_bias") || key == "lm_head.weight";
 
     // Checkpoints are written with and without the "transformer." prefix.
+    /// <inheritdoc/>
     public override string? ParameterNameFor(string key, ISet<string> names) =>
         names.Contains(key) ? key : names.Contains("transformer." + key) ? "transformer." + key : null;
 
+    /// <inheritdoc/>
     public override void InitializeWeights(long seed)
     {
         using var gen = new Generator((ulong)seed);

@@ -18,6 +18,7 @@ public sealed class KvCache : IDisposable
     readonly Tensor?[] values;
     long[]? padding;
 
+    /// <summary>An empty cache with one key/value slot per layer.</summary>
     public KvCache(int layers)
     {
         keys = new Tensor?[layers];
@@ -175,5 +176,6 @@ public sealed class KvCache : IDisposable
         padding = null;
     }
 
+    /// <summary>Disposes the cached keys and values.</summary>
     public void Dispose() => Clear();
 }

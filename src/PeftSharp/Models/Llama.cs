@@ -13,14 +13,22 @@ namespace PeftSharp.Models;
 // Parameter names are Hugging Face's: model.embed_tokens / layers.{i}.{input_layernorm,
 // self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj} / norm, and lm_head.
 
+/// <summary>
+/// Llama attention (transformers' LlamaAttention): q/k/v projections, rotary embeddings, grouped-query causal attention (Mistral/Qwen2 sliding window when configured), output projection.
+/// </summary>
 public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Query projection [hidden] → [heads·head_dim].</summary>
     public Linear q_proj;
+    /// <summary>Key projection [hidden] → [kv_heads·head_dim].</summary>
     public Linear k_proj;
+    /// <summary>Value projection [hidden] → [kv_heads·head_dim].</summary>
     public Linear v_proj;
+    /// <summary>Output projection [heads·head_dim] → [hidden].</summary>
     public Linear o_proj;
     readonly int heads, kvHeads, headDim, layer;
 
+    /// <summary>The attention of layer <paramref name="layer"/>, parameters uninitialised (torch.empty).</summary>
     public LlamaAttention(ModelConfig c, int layer, ScalarType dtype, Device device) : base("self_attn")
     {
         heads = c.NumAttentionHeads;
@@ -34,6 +42,8 @@ public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Not supported: Llama attention needs the rotary tables; call <see cref="Forward"/>.</summary>
+    /// <exception cref="NotSupportedException">Always.</exception>
     public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
 
     /// <summary>prefix: keys and values [B, Hkv, P, D] put in front of this forward's own, not rotated (extension point 3).</summary>
@@ -53,13 +63,18 @@ public sealed class LlamaAttention : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>Llama MLP (SwiGLU): <c>down_proj(act(gate_proj(x)) · up_proj(x))</c>, act = hidden_act (silu).</summary>
 public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Gate projection [hidden] → [intermediate].</summary>
     public Linear gate_proj;
+    /// <summary>Up projection [hidden] → [intermediate].</summary>
     public Linear up_proj;
+    /// <summary>Down projection [intermediate] → [hidden].</summary>
     public Linear down_proj;
     readonly string activation;
 
+    /// <summary>An MLP with parameters uninitialised (torch.empty).</summary>
     public LlamaMlp(ModelConfig c, ScalarType dtype, Device device) : base("mlp")
     {
         activation = c.HiddenAct;
@@ -69,6 +84,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary><c>down_proj(act(gate_proj(x)) · up_proj(x))</c> for <paramref name="x"/> [.., hidden].</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -77,13 +93,23 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>
+/// A Llama decoder layer (pre-norm): x + self_attn(input_layernorm(x)), then x + mlp(post_attention_layernorm(x)).
+/// </summary>
 public sealed class LlamaDecoderLayer : DecoderBlock
 {
+    /// <summary>RMSNorm before attention.</summary>
     public RmsNorm input_layernorm;
+    /// <summary>The layer's attention.</summary>
     public LlamaAttention self_attn;
+    /// <summary>RMSNorm before the MLP.</summary>
     public RmsNorm post_attention_layernorm;
+    /// <summary>The layer's MLP.</summary>
     public LlamaMlp mlp;
 
+    /// <summary>
+    /// Layer <paramref name="layer"/>, parameters uninitialised; <paramref name="extensions"/> are the model's hook points.
+    /// </summary>
     public LlamaDecoderLayer(ModelConfig c, int layer, ExtensionPoints extensions, ScalarType dtype, Device device) : base("layer", layer, extensions)
     {
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
@@ -93,6 +119,8 @@ public sealed class LlamaDecoderLayer : DecoderBlock
         RegisterComponents();
     }
 
+    /// <summary>Not supported: a Llama layer needs the rotary tables; call <see cref="Forward"/>.</summary>
+    /// <exception cref="NotSupportedException">Always.</exception>
     public override Tensor forward(Tensor x) => throw new NotSupportedException("call Forward with rotary tables");
 
     /// <summary>One block; addPrefix puts the key/value prefixes (extension point 3) in front of this forward's keys.</summary>
@@ -107,14 +135,19 @@ public sealed class LlamaDecoderLayer : DecoderBlock
     }
 }
 
+/// <summary>LlamaModel (<c>model</c>): token embeddings, the decoder layers, the final RMSNorm, and the rotary tables.</summary>
 public sealed class LlamaModel : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Token embeddings [vocab_size, hidden_size].</summary>
     public Embedding embed_tokens;
+    /// <summary>The decoder layers, <c>layers.0</c> to <c>layers.{num_hidden_layers-1}</c>.</summary>
     public ModuleList<LlamaDecoderLayer> layers;
+    /// <summary>The final RMSNorm.</summary>
     public RmsNorm norm;
     readonly RotaryEmbedding rope;
     readonly ExtensionPoints extensions;
 
+    /// <summary>The decoder with parameters uninitialised; <paramref name="extensions"/> are the model's hook points.</summary>
     public LlamaModel(ModelConfig c, ExtensionPoints extensions, ScalarType dtype, Device device) : base("model")
     {
         this.extensions = extensions;
@@ -125,10 +158,15 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>The rotary position embedding (rope_theta and rope_scaling from the config).</summary>
     public RotaryEmbedding Rope => rope;
 
+    /// <summary>Final hidden states [B, T, hidden] for token ids [B, T] (no cache, no mask).</summary>
     public override Tensor forward(Tensor ids) => Forward(ids, null, null);
 
+    /// <summary>
+    /// Final hidden states [B, T, hidden] for token ids [B, T]. Positions continue after what <paramref name="cache"/> holds; <paramref name="attentionMask"/> [B, S] marks real tokens with 1; <paramref name="checkpoint"/> recomputes layer activations in backward (gradient checkpointing).
+    /// </summary>
     public Tensor Forward(Tensor ids, KvCache? cache, Tensor? attentionMask, bool checkpoint = false)
     {
         using var scope = NewDisposeScope();
@@ -163,9 +201,16 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
 /// <summary>LlamaForCausalLM (also Mistral and Qwen2): the decoder plus <c>lm_head</c>, tied to embed_tokens when the config says so.</summary>
 public sealed class LlamaForCausalLM : CausalLM
 {
+    /// <summary>The decoder (<c>model.*</c> parameters).</summary>
     public LlamaModel model;
+    /// <summary>
+    /// The vocabulary head [vocab_size, hidden_size]; null when tied to <c>model.embed_tokens</c> (tie_word_embeddings).
+    /// </summary>
     public Linear? lm_head;
 
+    /// <summary>
+    /// A Llama-family model with parameters uninitialised (torch.empty) in <paramref name="dtype"/> on <paramref name="device"/> (default CPU).
+    /// </summary>
     public LlamaForCausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
         : base(nameof(LlamaForCausalLM), config, dtype, device ?? CPU)
     {
@@ -174,17 +219,22 @@ public sealed class LlamaForCausalLM : CausalLM
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Tensor OutputEmbedding => lm_head?.weight ?? model.embed_tokens.weight;
 
+    /// <inheritdoc/>
     public override IReadOnlyList<DecoderBlock> Blocks => [.. model.layers];
 
+    /// <inheritdoc/>
     public override Tensor Hidden(Tensor inputIds, KvCache? cache = null, Tensor? attentionMask = null) =>
         model.Forward(inputIds, cache, attentionMask, GradientCheckpointing);
 
     // Older exports saved the rotary inverse frequencies; tied checkpoints may still carry lm_head.
+    /// <inheritdoc/>
     public override bool IsIgnorableCheckpointKey(string key) =>
         key.EndsWith(".rotary_emb.inv_freq") || (lm_head is null && key == "lm_head.weight");
 
+    /// <inheritdoc/>
     public override void InitializeWeights(long seed)
     {
         using var gen = new Generator((ulong)seed);

@@ -11,6 +11,7 @@ namespace PeftSharp.Models;
 /// </summary>
 public static class ModelLoader
 {
+    /// <summary>PyTorch's meta device: tensors with shapes and dtypes but no memory.</summary>
     public static readonly Device Meta = new(DeviceType.META);
 
     /// <summary>An uninitialised model of the config's family (parameters allocated with torch.empty).</summary>
@@ -25,6 +26,7 @@ public static class ModelLoader
     /// <summary>A model on the meta device: shapes and parameter counts without memory.</summary>
     public static CausalLM CreateMeta(ModelConfig config, ScalarType dtype = ScalarType.Float32) => Create(config, dtype, Meta);
 
+    /// <summary>Whether <paramref name="modelDir"/> has safetensors weights (model.safetensors or a sharded index).</summary>
     public static bool HasWeights(string modelDir) => SafetensorsCheckpoint.Exists(modelDir);
 
     /// <summary>
@@ -98,6 +100,8 @@ public static class ModelLoader
     internal static bool IsFloatingPoint(ScalarType t) =>
         t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64;
 
+    /// <summary>Parses a --dtype value: float32 (fp32, f32) or bfloat16 (bf16), any case.</summary>
+    /// <exception cref="PeftSharpException">Any other name.</exception>
     public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch
     {
         "float32" or "fp32" or "f32" => ScalarType.Float32,
@@ -105,6 +109,7 @@ public static class ModelLoader
         _ => throw new PeftSharpException($"--dtype: expected float32 or bfloat16, got \"{name}\""),
     };
 
+    /// <summary>The Hugging Face name of a dtype (float32, bfloat16, float16, ...).</summary>
     public static string DTypeName(ScalarType t) => t switch
     {
         ScalarType.Float32 => "float32",

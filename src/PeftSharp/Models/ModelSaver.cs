@@ -16,6 +16,10 @@ public static class ModelSaver
 
     static readonly string[] WeightFilePatterns = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth"];
 
+    /// <summary>
+    /// Writes <paramref name="model"/> to the new folder <paramref name="outDir"/> laid out like <paramref name="sourceDir"/> (its weight names, layouts, dtypes and side files).
+    /// </summary>
+    /// <exception cref="PeftSharpException"><paramref name="outDir"/> exists and is not empty.</exception>
     public static void SaveLike(CausalLM model, string sourceDir, string outDir) =>
         AtomicDirectory.CreateNew(outDir, temp =>
         {

@@ -13,8 +13,11 @@ namespace PeftSharp.Peft;
 /// </summary>
 public static partial class AdapterFiles
 {
+    /// <summary>The weights file PEFT's save_pretrained writes (<c>adapter_model.safetensors</c>).</summary>
     public const string WeightsFileName = "adapter_model.safetensors";
+    /// <summary>The key prefix PEFT puts in front of module paths in saved weights (<c>base_model.model.</c>).</summary>
     public const string Prefix = "base_model.model.";
+    /// <summary>PEFT's default adapter name, saved in the folder itself rather than a subfolder.</summary>
     public const string DefaultAdapter = "default";
 
     /// <summary>Where PEFT's save_pretrained puts an adapter: the folder itself for "default", else a subfolder.</summary>

@@ -30,6 +30,7 @@ public abstract class PeftConfig
     private List<string> _warnings = [];
     private Dictionary<(string Field, string? Key), (double Value, bool IsFloat)>? _literals;
 
+    /// <summary>Sets <see cref="PeftType"/>; called by each method's config class.</summary>
     protected PeftConfig(string peftType)
     {
         PeftType = peftType;

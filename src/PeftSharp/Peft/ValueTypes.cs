@@ -25,6 +25,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
     /// <summary>The regular expression (Python <c>re</c> syntax, matched with fullmatch) when this is a string; otherwise null.</summary>
     public string? Regex { get; }
 
+    /// <summary>True when this is a regular expression rather than a list of names.</summary>
     public bool IsRegex => Regex is not null;
 
     /// <summary>True for the <c>"all-linear"</c> shorthand (compared case-insensitively, as PEFT lower-cases it).</summary>
@@ -47,6 +48,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
         return new TargetModules(list.AsReadOnly(), null);
     }
 
+    /// <summary>A list of module names (see the IEnumerable overload).</summary>
     public static TargetModules FromNames(params string[] names) => FromNames((IEnumerable<string>)names);
 
     /// <summary>A regular expression in Python <c>re</c> syntax that a module path must match in full.</summary>
@@ -56,7 +58,9 @@ public sealed class TargetModules : IEquatable<TargetModules>
         return new TargetModules(null, regex);
     }
 
+    /// <summary>A list of module names.</summary>
     public static implicit operator TargetModules(string[] names) => FromNames(names);
+    /// <summary>A list of module names.</summary>
     public static implicit operator TargetModules(List<string> names) => FromNames(names);
 
     /// <summary>The names in the order PeftSharp writes them: sorted by code point (PEFT writes a set, whose order is arbitrary).</summary>
@@ -67,6 +71,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
         return list;
     }
 
+    /// <summary>Same regular expression, or the same set of names (order ignored).</summary>
     public bool Equals(TargetModules? other)
     {
         if (other is null) return false;
@@ -74,8 +79,10 @@ public sealed class TargetModules : IEquatable<TargetModules>
         return Names!.Count == other.Names!.Count && Names.ToHashSet(StringComparer.Ordinal).SetEquals(other.Names);
     }
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as TargetModules);
 
+    /// <inheritdoc/>
     public override int GetHashCode()
     {
         if (Regex is not null) return StringComparer.Ordinal.GetHashCode(Regex);
@@ -84,6 +91,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
         return h;
     }
 
+    /// <summary>The regular expression or the name list, for messages.</summary>
     public override string ToString() => Regex is not null ? $"regex \"{Regex}\"" : $"[{string.Join(", ", Names!)}]";
 }
 
@@ -107,16 +115,27 @@ public sealed class InitLoraWeights : IEquatable<InitLoraWeights>
     /// <summary>The method name, or null when this is a boolean.</summary>
     public string? Method { get; }
 
+    /// <summary><c>true</c>: PEFT's default (A Kaiming-uniform, B = 0).</summary>
     public static InitLoraWeights True { get; } = new(true, null);
+    /// <summary><c>false</c>: A and B both random (the adapter is not a no-op; for tests).</summary>
     public static InitLoraWeights False { get; } = new(false, null);
+    /// <summary><c>"gaussian"</c>: A normal with std 1/r, B = 0.</summary>
     public static InitLoraWeights Gaussian { get; } = new(null, "gaussian");
+    /// <summary><c>"eva"</c>: PEFT's data-driven EVA initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights Eva { get; } = new(null, "eva");
+    /// <summary><c>"olora"</c>: A and B from the QR decomposition of the base weight.</summary>
     public static InitLoraWeights Olora { get; } = new(null, "olora");
+    /// <summary><c>"pissa"</c>: A and B from the top singular values and vectors of the base weight; the base weight keeps the residual.</summary>
     public static InitLoraWeights Pissa { get; } = new(null, "pissa");
+    /// <summary><c>"corda"</c>: PEFT's CorDA initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights Corda { get; } = new(null, "corda");
+    /// <summary><c>"loftq"</c>: LoftQ, alternating quantization and low-rank fitting.</summary>
     public static InitLoraWeights Loftq { get; } = new(null, "loftq");
+    /// <summary><c>"orthogonal"</c>: PEFT's orthogonal initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights Orthogonal { get; } = new(null, "orthogonal");
+    /// <summary><c>"mica"</c>: PEFT's MiCA initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights Mica { get; } = new(null, "mica");
+    /// <summary><c>"lora_ga"</c>: PEFT's LoRA-GA initialisation (read and written; PeftSharp cannot initialise with it).</summary>
     public static InitLoraWeights LoraGa { get; } = new(null, "lora_ga");
 
     /// <summary>Fast-SVD PiSSA with the given number of subspace iterations: <c>"pissa_niter_{n}"</c>.</summary>
@@ -133,11 +152,15 @@ public sealed class InitLoraWeights : IEquatable<InitLoraWeights>
         return new(null, method);
     }
 
+    /// <summary><see cref="True"/> or <see cref="False"/>.</summary>
     public static InitLoraWeights FromBool(bool value) => value ? True : False;
 
+    /// <summary><see cref="True"/> or <see cref="False"/>.</summary>
     public static implicit operator InitLoraWeights(bool value) => FromBool(value);
+    /// <summary>A method by name (see <see cref="FromMethod"/>).</summary>
     public static implicit operator InitLoraWeights(string method) => FromMethod(method);
 
+    /// <summary>True when this names a method rather than a boolean.</summary>
     public bool IsMethod => Method is not null;
 
     /// <summary>True for <c>"pissa"</c> and <c>"pissa_niter_N"</c> (PEFT tests <c>startswith("pissa")</c>).</summary>
@@ -151,11 +174,15 @@ public sealed class InitLoraWeights : IEquatable<InitLoraWeights>
             ? n
             : null;
 
+    /// <summary>Same boolean or same method name.</summary>
     public bool Equals(InitLoraWeights? other) =>
         other is not null && Flag == other.Flag && string.Equals(Method, other.Method, StringComparison.Ordinal);
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as InitLoraWeights);
+    /// <inheritdoc/>
     public override int GetHashCode() => HashCode.Combine(Flag, Method);
+    /// <summary>The value as PEFT writes it: the method name, or true/false.</summary>
     public override string ToString() => Method ?? (Flag == true ? "true" : "false");
 }
 
@@ -174,23 +201,32 @@ public sealed class OneOrMany<T> : IEquatable<OneOrMany<T>>
     /// <summary>True when the value is a single item rather than a list.</summary>
     public bool IsSingle { get; }
 
+    /// <summary>A single value (written back as a scalar).</summary>
     public static OneOrMany<T> One(T item) => new(new ReadOnlyCollection<T>([item]), true);
 
+    /// <summary>A list (written back as a list, even of one item).</summary>
     public static OneOrMany<T> Many(IEnumerable<T> items)
     {
         ArgumentNullException.ThrowIfNull(items);
         return new(items.ToList().AsReadOnly(), false);
     }
 
+    /// <summary>A single value.</summary>
     public static implicit operator OneOrMany<T>(T item) => One(item);
+    /// <summary>A list.</summary>
     public static implicit operator OneOrMany<T>(T[] items) => Many(items);
+    /// <summary>A list.</summary>
     public static implicit operator OneOrMany<T>(List<T> items) => Many(items);
 
+    /// <summary>Same form (single or list) and same items in order.</summary>
     public bool Equals(OneOrMany<T>? other) =>
         other is not null && IsSingle == other.IsSingle && Items.SequenceEqual(other.Items);
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as OneOrMany<T>);
+    /// <inheritdoc/>
     public override int GetHashCode() => HashCode.Combine(IsSingle, Items.Count);
+    /// <summary>The item, or the list in brackets.</summary>
     public override string ToString() => IsSingle ? $"{Items[0]}" : $"[{string.Join(", ", Items)}]";
 }
 
@@ -215,9 +251,11 @@ public sealed class TrainableTokenIndices : IEquatable<TrainableTokenIndices>
     /// <summary>Token indices per embedding module name (in the order given), or null when given as a plain list.</summary>
     public IReadOnlyDictionary<string, IReadOnlyList<int>>? PerModule { get; }
 
+    /// <summary>A plain list of token indices, for the input embedding.</summary>
     public static TrainableTokenIndices ForInputEmbedding(IEnumerable<int> indices) =>
         new(indices.ToList().AsReadOnly(), null);
 
+    /// <summary>Token indices per embedding module name.</summary>
     public static TrainableTokenIndices ForModules(IEnumerable<KeyValuePair<string, IReadOnlyList<int>>> perModule)
     {
         var d = new OrderedDictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
@@ -225,6 +263,7 @@ public sealed class TrainableTokenIndices : IEquatable<TrainableTokenIndices>
         return new(null, new ReadOnlyDictionary<string, IReadOnlyList<int>>(d));
     }
 
+    /// <summary>Same plain list, or the same modules with the same indices.</summary>
     public bool Equals(TrainableTokenIndices? other)
     {
         if (other is null) return false;
@@ -234,7 +273,9 @@ public sealed class TrainableTokenIndices : IEquatable<TrainableTokenIndices>
                && PerModule.All(kv => other.PerModule.TryGetValue(kv.Key, out var v) && v.SequenceEqual(kv.Value));
     }
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as TrainableTokenIndices);
+    /// <inheritdoc/>
     public override int GetHashCode() => Indices?.Count ?? PerModule!.Count;
 }
 

@@ -48,6 +48,10 @@ public sealed class DpSgd : IStepGradients, IDisposable
     readonly long padTokenId;
     readonly PerExampleGradients perExample;
 
+    /// <summary>
+    /// DP-SGD over the trainable parameters <paramref name="trainable"/> of <paramref name="lora"/>; <paramref name="padTokenId"/> pads batches.
+    /// </summary>
+    /// <exception cref="PeftSharpException">Invalid options, no training examples, or an expected batch larger than the data.</exception>
     public DpSgd(CausalLM model, LoraModel lora, IReadOnlyList<(string Name, Parameter Param)> trainable,
                  IReadOnlyList<TrainingExample> train, long padTokenId, DpSgdOptions options)
     {
@@ -64,6 +68,7 @@ public sealed class DpSgd : IStepGradients, IDisposable
         perExample = new PerExampleGradients(lora, trainable);
     }
 
+    /// <summary>The clipping norm, batch size, δ and seed in use.</summary>
     public DpSgdOptions Options { get; }
     /// <summary>σ in use; set it before training (e.g. from <see cref="RdpAccountant.NoiseMultiplierFor"/>).</summary>
     public double NoiseMultiplier { get; set; }
@@ -75,6 +80,9 @@ public sealed class DpSgd : IStepGradients, IDisposable
     /// <summary>(ε, δ) after <paramref name="steps"/> steps, by the RDP accountant (improved conversion).</summary>
     public PrivacySpent Spent(long steps) => RdpAccountant.Epsilon(SampleRate, NoiseMultiplier, steps, Options.Delta);
 
+    /// <summary>
+    /// One DP-SGD step: a Poisson-sampled batch, per-example gradients clipped to norm C, summed, Gaussian noise σ·C added, divided by the expected batch size; the result is left in the parameters' <c>grad</c>.
+    /// </summary>
     public StepGradient Compute(long step)
     {
         var batch = PoissonSampling.Batch(train.Count, SampleRate, Options.Seed, step);
@@ -118,5 +126,6 @@ public sealed class DpSgd : IStepGradients, IDisposable
         return new StepGradient(lossCount > 0 ? lossSum / lossCount : double.NaN, tokens, batch.Length);
     }
 
+    /// <summary>Releases the per-example gradient hooks.</summary>
     public void Dispose() => perExample.Dispose();
 }

@@ -54,6 +54,9 @@ public sealed class PerExampleGradients : ILoraGradientTap, IDisposable
         foreach (var layer in lora.LinearLayers.Values) layer.GradientTap = this;
     }
 
+    /// <summary>
+    /// The LoRA term of <paramref name="layer"/> for <paramref name="x"/>, computed so that each example's gradient of A and B can be read (called by the layer's forward while training with DP-SGD).
+    /// </summary>
     public Tensor LoraPath(LoraLinear layer, string adapter, Tensor x)
     {
         Parameter a = layer.A(adapter).weight, b = layer.B(adapter).weight;

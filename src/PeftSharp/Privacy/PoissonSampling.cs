@@ -9,6 +9,10 @@ namespace PeftSharp.Privacy;
 /// </summary>
 public static class PoissonSampling
 {
+    /// <summary>
+    /// The indices of a Poisson-sampled batch: each of <paramref name="count"/> examples is in it with probability <paramref name="q"/>, independently; the same seed and step give the same batch.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="q"/> is not in (0, 1].</exception>
     public static int[] Batch(int count, double q, ulong seed, long step)
     {
         if (!(q > 0 && q <= 1)) throw new ArgumentOutOfRangeException(nameof(q), q, "the sampling rate must be in (0, 1]");

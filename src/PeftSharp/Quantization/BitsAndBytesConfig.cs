@@ -23,6 +23,7 @@ public sealed record BitsAndBytesConfig
     /// <summary>llm_int8_skip_modules: module names kept in full precision; null means transformers' default (the output head).</summary>
     public IReadOnlyList<string>? SkipModules { get; init; }
 
+    /// <summary>The 4-bit settings (quant type, block size, double quantization), validated.</summary>
     public FourBitOptions Options => new FourBitOptions(QuantType, BlockSize, DoubleQuant).Validated();
 
     /// <summary>Module names never quantized: llm_int8_skip_modules, or lm_head (transformers keeps the output embedding in full precision).</summary>
@@ -58,6 +59,8 @@ public sealed record BitsAndBytesConfig
         return FromJson(q, config.SourcePath ?? "config.json");
     }
 
+    /// <summary>Reads a <c>quantization_config</c> object; <paramref name="where"/> names the file in errors.</summary>
+    /// <exception cref="PeftSharpException">Not bitsandbytes 4-bit, or an invalid field.</exception>
     public static BitsAndBytesConfig FromJson(JsonElement q, string where)
     {
         where += ": quantization_config";

@@ -170,6 +170,8 @@ public static class Blockwise
         return values.MoveToOuterDisposeScope();
     }
 
+    /// <summary>Checks a 4-bit block size; <paramref name="what"/> names the field or flag in the message.</summary>
+    /// <exception cref="PeftSharpException">A block size bitsandbytes does not support.</exception>
     public static void CheckFourBitBlockSize(int blockSize, string what = "blocksize")
     {
         if (!FourBitBlockSizes.Contains(blockSize))

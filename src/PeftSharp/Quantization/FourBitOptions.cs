@@ -9,8 +9,11 @@ public sealed record FourBitOptions(FourBitType Type = FourBitType.Nf4, int Bloc
     /// <summary>Block size of the second-level (absmax) quantization, fixed by bitsandbytes.</summary>
     public const int NestedBlockSize = 256;
 
+    /// <summary>NF4, block size 64, no double quantization (bitsandbytes' defaults).</summary>
     public static FourBitOptions Nf4 => new();
 
+    /// <summary>This, after checking the block size.</summary>
+    /// <exception cref="PeftSharpException">An unsupported block size.</exception>
     public FourBitOptions Validated()
     {
         Blockwise.CheckFourBitBlockSize(BlockSize, "--blocksize");
@@ -24,6 +27,7 @@ public sealed record FourBitOptions(FourBitType Type = FourBitType.Nf4, int Bloc
     /// </summary>
     public double BitsPerParameter => DoubleQuant ? 4 + 8.0 / BlockSize + 32.0 / (BlockSize * (double)NestedBlockSize) : 4 + 32.0 / BlockSize;
 
+    /// <summary>Type, block size and double quantization, for messages.</summary>
     public override string ToString() =>
         $"{QuantMaps.Name(Type)}, blocksize {BlockSize}{(DoubleQuant ? ", double quantization" : "")}";
 }

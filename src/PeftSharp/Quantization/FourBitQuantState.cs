@@ -9,6 +9,9 @@ namespace PeftSharp.Quantization;
 /// </summary>
 public sealed class NestedAbsmax : IDisposable
 {
+    /// <summary>
+    /// Second-level quantization of the absmax: 8-bit codes <paramref name="absmax"/>, their dynamic map <paramref name="code"/>, the subtracted mean <paramref name="offset"/>.
+    /// </summary>
     public NestedAbsmax(Tensor absmax, Tensor code, float offset, int blockSize = FourBitOptions.NestedBlockSize)
     {
         Absmax = absmax.DetachFromDisposeScope();
@@ -23,8 +26,10 @@ public sealed class NestedAbsmax : IDisposable
     public Tensor Code { get; internal set; }
     /// <summary>The mean of the first-level absmax, subtracted before quantizing them (<c>nested_offset</c>).</summary>
     public float Offset { get; }
+    /// <summary>Absmax values per second-level block (256).</summary>
     public int BlockSize { get; }
 
+    /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
         Absmax.Dispose();
@@ -41,6 +46,8 @@ public sealed class FourBitQuantState : IDisposable
 {
     Tensor? pairTable;
 
+    /// <summary>The state of one 4-bit weight, as bitsandbytes' QuantState.</summary>
+    /// <exception cref="PeftSharpException">An unsupported block size or an absmax of the wrong dtype.</exception>
     public FourBitQuantState(FourBitType type, int blockSize, long[] shape, ScalarType dtype, Tensor code, Tensor absmax, NestedAbsmax? nested)
     {
         Blockwise.CheckFourBitBlockSize(blockSize);
@@ -58,7 +65,9 @@ public sealed class FourBitQuantState : IDisposable
             throw new PeftSharpException("4-bit quant state: absmax must be float32 without double quantization and uint8 with it");
     }
 
+    /// <summary>NF4 or FP4.</summary>
     public FourBitType Type { get; }
+    /// <summary>Weights per absmax block (bitsandbytes' <c>blocksize</c>).</summary>
     public int BlockSize { get; }
     /// <summary>The weight's shape, [out, in] for a linear layer (also for GPT-2's Conv1D, as transformers stores it).</summary>
     public long[] Shape { get; }
@@ -68,10 +77,14 @@ public sealed class FourBitQuantState : IDisposable
     public Tensor Code { get; private set; }
     /// <summary>float32 [blocks], or uint8 [blocks] (8-bit codes) with double quantization.</summary>
     public Tensor Absmax { get; private set; }
+    /// <summary>Second-level quantization of the absmax (double quantization), or null.</summary>
     public NestedAbsmax? Nested { get; }
 
+    /// <summary>Number of weights.</summary>
     public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <summary>Number of absmax blocks.</summary>
     public long Blocks => (Count + BlockSize - 1) / BlockSize;
+    /// <summary>The settings this state was made with.</summary>
     public FourBitOptions Options => new(Type, BlockSize, Nested is not null);
 
     /// <summary>Bytes held: packed codes, absmax and (with double quantization) the second-level absmax and offset.</summary>
@@ -134,6 +147,7 @@ public sealed class FourBitQuantState : IDisposable
         return moved;
     }
 
+    /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
         Code.Dispose();
@@ -142,5 +156,6 @@ public sealed class FourBitQuantState : IDisposable
         pairTable?.Dispose();
     }
 
+    /// <summary>Settings, shape and original dtype, for messages.</summary>
     public override string ToString() => $"{Options}, shape [{string.Join(", ", Shape)}], {Models.ModelLoader.DTypeName(DType)}";
 }

@@ -24,6 +24,7 @@ public sealed class LoftQResult : IDisposable
     /// <summary>‖W − (dequant(Q_t) + s·B_t·A_t)‖_F after each iteration t = 1..T.</summary>
     public IReadOnlyList<double> Errors { get; }
 
+    /// <summary>Disposes the quantized weight and the factors.</summary>
     public void Dispose()
     {
         Quantized.Dispose();

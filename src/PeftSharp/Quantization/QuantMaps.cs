@@ -35,10 +35,14 @@ public static class QuantMaps
     public static IReadOnlyList<float> Fp4 { get; } =
         new[] { 0f, 0.0625f, 8f, 12f, 4f, 6f, 2f, 3f, -0f, -0.0625f, -8f, -12f, -4f, -6f, -2f, -3f }.Select(v => v / 12f).ToArray();
 
+    /// <summary>The 16 code values of <paramref name="type"/>.</summary>
     public static IReadOnlyList<float> For(FourBitType type) => type == FourBitType.Nf4 ? Nf4 : Fp4;
 
+    /// <summary>bitsandbytes' name: nf4 or fp4.</summary>
     public static string Name(FourBitType type) => type == FourBitType.Nf4 ? "nf4" : "fp4";
 
+    /// <summary>Parses nf4 or fp4 (any case); <paramref name="what"/> names the flag in errors.</summary>
+    /// <exception cref="PeftSharpException">Any other name.</exception>
     public static FourBitType Parse(string name, string what = "--quant-type") => name.ToLowerInvariant() switch
     {
         "nf4" => FourBitType.Nf4,

@@ -9,6 +9,8 @@ namespace PeftSharp.Quantization;
 /// </summary>
 public sealed class Quantized4BitWeight : IDisposable
 {
+    /// <summary>A weight from packed codes and their state.</summary>
+    /// <exception cref="PeftSharpException"><paramref name="packed"/> is not uint8.</exception>
     public Quantized4BitWeight(Tensor packed, FourBitQuantState state)
     {
         if (packed.dtype != ScalarType.Byte) throw new PeftSharpException($"4-bit weight: packed codes must be uint8, got {packed.dtype}");
@@ -16,7 +18,9 @@ public sealed class Quantized4BitWeight : IDisposable
         State = state;
     }
 
+    /// <summary>The 4-bit codes, two per byte (uint8).</summary>
     public Tensor Packed { get; }
+    /// <summary>Block constants and settings.</summary>
     public FourBitQuantState State { get; }
 
     /// <summary>
@@ -59,8 +63,10 @@ public sealed class Quantized4BitWeight : IDisposable
         return new Quantized4BitWeight(packed, new FourBitQuantState(options.Type, options.BlockSize, shape, dtype, code, absmax, nested));
     }
 
+    /// <summary>The weight back in <paramref name="dtype"/>.</summary>
     public Tensor Dequantize(ScalarType dtype = ScalarType.Float32) => State.Dequantize(Packed, dtype);
 
+    /// <summary>Disposes the codes and the state.</summary>
     public void Dispose()
     {
         Packed.Dispose();

@@ -12,6 +12,7 @@ namespace PeftSharp.Quantization;
 /// </summary>
 public sealed record MergeRounding(string What, int Layers, double MaxAbs, double RelativeFrobenius, double RelativeToDelta)
 {
+    /// <summary>One line for logs.</summary>
     public override string ToString() => Layers == 0
         ? $"{What}: no layer rounded"
         : $"{What} ({Layers} layers): max |Δ| = {MaxAbs:G4}, ‖Δ‖_F / ‖merged‖_F = {RelativeFrobenius:G4}" +

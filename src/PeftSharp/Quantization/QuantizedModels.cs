@@ -21,6 +21,7 @@ public static class QuantizedModels
     public static IEnumerable<(string Path, Linear Layer)> Quantized(nn.Module root) =>
         root.named_modules().Where(m => m.module is Linear { IsQuantized: true }).Select(m => (m.name, (Linear)m.module));
 
+    /// <summary>Whether any Linear under <paramref name="root"/> is held in 4 bits.</summary>
     public static bool IsQuantized(nn.Module root) => Quantized(root).Any();
 
     /// <summary>Replaces a layer's full-precision weight by its 4-bit quantization (from the [out, in] matrix, also for Conv1D).</summary>

@@ -9,7 +9,9 @@ namespace PeftSharp.Tensors;
 /// </summary>
 public sealed partial class SafetensorsCheckpoint : IDisposable
 {
+    /// <summary>The file name of an unsharded checkpoint.</summary>
     public const string SingleFileName = "model.safetensors";
+    /// <summary>The index file of a sharded checkpoint (<c>model.safetensors.index.json</c>).</summary>
     public const string IndexFileName = SafetensorsIndex.FileName;
 
     private readonly List<SafetensorsFile> _files;
@@ -125,6 +127,7 @@ public sealed partial class SafetensorsCheckpoint : IDisposable
         return file;
     }
 
+    /// <summary>Closes every shard file.</summary>
     public void Dispose()
     {
         foreach (var file in _files) file.Dispose();

@@ -181,6 +181,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         TensorMemory.CopyInto(destination, _data + info.DataBegin, info.ByteLength);
     }
 
+    /// <summary>Releases the memory-mapped view and closes the file.</summary>
     public void Dispose()
     {
         if (_data == null) return;

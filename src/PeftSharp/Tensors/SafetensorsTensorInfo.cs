@@ -20,6 +20,7 @@ public sealed class SafetensorsTensorInfo
 
     private readonly long[] _shape;
 
+    /// <summary>The tensor's name (header key).</summary>
     public string Name { get; }
 
     /// <summary>The dtype as written in the header, e.g. "BF16".</summary>
@@ -37,9 +38,11 @@ public sealed class SafetensorsTensorInfo
     /// <summary>End (exclusive) of the tensor's bytes, relative to the start of the data buffer.</summary>
     public long DataEnd { get; }
 
+    /// <summary>Size of the tensor's data in bytes.</summary>
     public long ByteLength => DataEnd - DataBegin;
 
     internal long[] ShapeNoCopy => _shape;
 
+    /// <summary>Name, dtype and shape, for messages.</summary>
     public override string ToString() => $"{Name}: {DType}[{string.Join(", ", _shape)}]";
 }

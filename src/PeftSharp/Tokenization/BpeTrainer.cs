@@ -12,6 +12,7 @@ namespace PeftSharp.Tokenization;
 /// </summary>
 public static class BpeTrainer
 {
+    /// <summary>GPT-2's end-of-text token, added to every trained vocabulary.</summary>
     public const string EndOfText = "<|endoftext|>";
 
     static readonly Regex Gpt2Pattern = new(SplitStep.Gpt2Pattern, RegexOptions.Compiled);

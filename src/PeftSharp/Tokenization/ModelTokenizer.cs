@@ -24,8 +24,11 @@ public sealed class ModelTokenizer
     /// <summary>The Microsoft.ML.Tokenizers tokenizer doing the work. It matches added tokens but adds no BOS/EOS.</summary>
     public Tokenizer Inner { get; }
 
+    /// <summary>The beginning-of-sequence token id, or null when the tokenizer has none.</summary>
     public int? BosTokenId { get; }
+    /// <summary>The end-of-sequence token id, or null when the tokenizer has none.</summary>
     public int? EosTokenId { get; }
+    /// <summary>The padding token id, or null when the tokenizer has none.</summary>
     public int? PadTokenId { get; }
 
     /// <summary>The Jinja chat template (chat_template.jinja, else tokenizer_config.json), if any.</summary>

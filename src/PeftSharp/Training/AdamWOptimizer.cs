@@ -31,6 +31,10 @@ public sealed class AdamWOptimizer : IDisposable
     readonly IReadOnlyList<ParameterGroup> _groups;
     readonly Dictionary<string, State> _state = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// AdamW over <paramref name="groups"/> (each with its own learning rate and weight decay), torch's defaults for β1, β2 and ε.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">β1 or β2 outside [0, 1), or ε negative.</exception>
     public AdamWOptimizer(IReadOnlyList<ParameterGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8)
     {
         if (beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "expected 0 ≤ β1 < 1");
@@ -54,9 +58,13 @@ public sealed class AdamWOptimizer : IDisposable
         }
     }
 
+    /// <summary>β1, the decay of the first-moment average (default 0.9).</summary>
     public double Beta1 { get; }
+    /// <summary>β2, the decay of the second-moment average (default 0.999).</summary>
     public double Beta2 { get; }
+    /// <summary>ε added to the denominator (default 1e-8).</summary>
     public double Epsilon { get; }
+    /// <summary>The parameter groups.</summary>
     public IReadOnlyList<ParameterGroup> Groups => _groups;
 
     /// <summary>
@@ -160,6 +168,7 @@ public sealed class AdamWOptimizer : IDisposable
             throw new PeftSharpException($"{file.Path}: missing tensor '{key}' (the checkpoint was made with other trainable parameters)");
     }
 
+    /// <summary>Disposes the moment tensors.</summary>
     public void Dispose()
     {
         foreach (var s in _state.Values)

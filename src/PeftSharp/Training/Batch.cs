@@ -18,9 +18,13 @@ public sealed class Batch : IDisposable
         LabelledTokens = labelledTokens;
     }
 
+    /// <summary>Token ids [B, T] (int64), right-padded.</summary>
     public Tensor InputIds { get; }
+    /// <summary>Labels [B, T] (int64): -100 where no loss is taken (padding, masked prompt).</summary>
     public Tensor Labels { get; }
+    /// <summary>Attention mask [B, T] (int64): 1 for real tokens, 0 for padding.</summary>
     public Tensor AttentionMask { get; }
+    /// <summary>Whether any row is padded.</summary>
     public bool HasPadding { get; }
     /// <summary>Real (non-padding) tokens.</summary>
     public long Tokens { get; }
@@ -61,6 +65,7 @@ public sealed class Batch : IDisposable
             hasPadding: tokens < (long)b * t, tokens, labelled);
     }
 
+    /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
         InputIds.Dispose();

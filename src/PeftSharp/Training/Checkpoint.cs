@@ -12,15 +12,25 @@ namespace PeftSharp.Training;
 /// <summary>trainer_state.json: everything besides tensors that a resumed run needs, plus a little for people.</summary>
 public sealed record TrainerState
 {
+    /// <summary><c>format</c>: always <c>peftsharp-trainer-state</c>.</summary>
     [JsonPropertyName("format")] public string Format { get; init; } = "peftsharp-trainer-state";
+    /// <summary><c>global_step</c>: optimizer steps completed.</summary>
     [JsonPropertyName("global_step")] public long GlobalStep { get; init; }
+    /// <summary><c>total_steps</c>: optimizer steps the run makes.</summary>
     [JsonPropertyName("total_steps")] public long TotalSteps { get; init; }
+    /// <summary><c>epoch</c>: epochs completed, fractional.</summary>
     [JsonPropertyName("epoch")] public double Epoch { get; init; }
+    /// <summary><c>tokens_seen</c>: real tokens trained on so far.</summary>
     [JsonPropertyName("tokens_seen")] public long TokensSeen { get; init; }
+    /// <summary><c>seed</c>: the run's seed.</summary>
     [JsonPropertyName("seed")] public ulong Seed { get; init; }
+    /// <summary><c>data</c>: the data loader's position.</summary>
     [JsonPropertyName("data")] public required DataState Data { get; init; }
+    /// <summary><c>scheduler</c>: the learning-rate schedule.</summary>
     [JsonPropertyName("scheduler")] public required SchedulerState Scheduler { get; init; }
+    /// <summary><c>last_loss</c>: the last logged training loss.</summary>
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
+    /// <summary><c>last_eval_loss</c>: the last evaluation loss.</summary>
     [JsonPropertyName("last_eval_loss")] public double? LastEvalLoss { get; init; }
 }
 
@@ -53,15 +63,21 @@ public sealed record SchedulerState(
 /// </summary>
 public static class Checkpoint
 {
+    /// <summary>Folder name prefix of a checkpoint (<c>checkpoint-N</c>, as transformers' Trainer).</summary>
     public const string Prefix = "checkpoint-";
+    /// <summary>Trainable parameters, by name.</summary>
     public const string TrainableFile = "trainable.safetensors";
+    /// <summary>AdamW moments and step counts.</summary>
     public const string OptimizerFile = "optimizer.safetensors";
+    /// <summary>torch's generator state.</summary>
     public const string RngFile = "rng_state.safetensors";
+    /// <summary>The <see cref="TrainerState"/> as JSON.</summary>
     public const string StateFile = "trainer_state.json";
 
     static readonly Regex Name = new(@"^checkpoint-(\d+)$", RegexOptions.CultureInvariant);
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
+    /// <summary><c>checkpoint-</c> followed by <paramref name="step"/>.</summary>
     public static string FolderName(long step) => Prefix + step.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>The complete checkpoints in <paramref name="outputDir"/>, oldest first (unfinished temporary folders are ignored).</summary>
@@ -87,6 +103,7 @@ public static class Checkpoint
         foreach (var (_, path) in all.Take(Math.Max(0, all.Count - keep))) Directory.Delete(path, recursive: true);
     }
 
+    /// <summary>Writes the trainable parameters' values to <paramref name="path"/> (safetensors).</summary>
     public static void SaveTrainable(string path, IReadOnlyList<(string Name, Parameter Param)> parameters) =>
         SafetensorsWriter.Save(path, parameters.Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Param)),
             new Dictionary<string, string> { ["format"] = "peftsharp-trainable" });
@@ -111,6 +128,8 @@ public static class Checkpoint
         SafetensorsWriter.Save(path, [new KeyValuePair<string, Tensor>("torch", state)]);
     }
 
+    /// <summary>Restores torch's default generator from <paramref name="path"/>.</summary>
+    /// <exception cref="PeftSharpException">The file lacks the generator state.</exception>
     public static void LoadRng(string path)
     {
         using var file = SafetensorsFile.Open(path);
@@ -119,6 +138,7 @@ public static class Checkpoint
         random.set_rng_state(state);
     }
 
+    /// <summary>Writes <paramref name="state"/> as JSON to <paramref name="path"/>, atomically.</summary>
     public static void SaveState(string path, TrainerState state) =>
         AtomicFile.Write(path, stream => JsonSerializer.Serialize(stream, state, Json));
 

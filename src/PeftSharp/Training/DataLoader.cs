@@ -14,6 +14,10 @@ public sealed class DataLoader
     int[] _order;
     DataPosition _position;
 
+    /// <summary>
+    /// Batches of <paramref name="batchSize"/> example indices out of <paramref name="count"/>, in a new seeded order each epoch when <paramref name="shuffle"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">No examples, or a batch size under 1.</exception>
     public DataLoader(int count, int batchSize, ulong seed, bool shuffle = true)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "a data loader needs at least one example");
@@ -25,12 +29,18 @@ public sealed class DataLoader
         _order = Order(0);
     }
 
+    /// <summary>Number of examples.</summary>
     public int Count { get; }
+    /// <summary>Examples per batch (the last batch of an epoch may be smaller).</summary>
     public int BatchSize { get; }
+    /// <summary>Seed of the per-epoch order.</summary>
     public ulong Seed { get; }
+    /// <summary>Whether each epoch is shuffled.</summary>
     public bool Shuffle { get; }
+    /// <summary>Batches in one epoch (the last may be partial).</summary>
     public int BatchesPerEpoch => (Count + BatchSize - 1) / BatchSize;
 
+    /// <summary>Where the loader is (epoch and batch); set it to resume.</summary>
     public DataPosition Position
     {
         get => _position;

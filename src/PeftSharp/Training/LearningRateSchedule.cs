@@ -19,6 +19,9 @@ public enum ScheduleKind
 /// </summary>
 public sealed record LearningRateSchedule(ScheduleKind Kind, long WarmupSteps, long TotalSteps, double CosineCycles = 0.5)
 {
+    /// <summary>
+    /// The factor the base learning rate is multiplied by at <paramref name="step"/>: linear warmup from 0, then constant, linear decay to 0, or cosine decay (transformers' schedules).
+    /// </summary>
     public double Factor(long step)
     {
         if (step < WarmupSteps) return (double)step / Math.Max(1, WarmupSteps);
@@ -35,6 +38,8 @@ public sealed record LearningRateSchedule(ScheduleKind Kind, long WarmupSteps, l
     /// <summary>transformers' warmup from a ratio: ceil(ratio × total steps).</summary>
     public static long WarmupFromRatio(double ratio, long totalSteps) => (long)Math.Ceiling(ratio * totalSteps);
 
+    /// <summary>Parses a schedule name: constant (or constant_with_warmup), linear or cosine.</summary>
+    /// <exception cref="PeftSharpException">Any other name.</exception>
     public static ScheduleKind Parse(string name) => name.ToLowerInvariant() switch
     {
         "constant" or "constant_with_warmup" => ScheduleKind.Constant,

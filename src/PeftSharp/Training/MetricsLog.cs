@@ -10,14 +10,21 @@ namespace PeftSharp.Training;
 /// </summary>
 public sealed record MetricsEntry
 {
+    /// <summary><c>step</c>: the optimizer step.</summary>
     [JsonPropertyName("step")] public long Step { get; init; }
+    /// <summary><c>epoch</c>: epochs completed, fractional.</summary>
     [JsonPropertyName("epoch")] public double? Epoch { get; init; }
     /// <summary>Mean of the step losses since the previous training line.</summary>
     [JsonPropertyName("loss")] public double? Loss { get; init; }
+    /// <summary><c>learning_rate</c> at this step.</summary>
     [JsonPropertyName("learning_rate")] public double? LearningRate { get; init; }
+    /// <summary><c>grad_norm</c>: the global L2 gradient norm before clipping.</summary>
     [JsonPropertyName("grad_norm")] public double? GradNorm { get; init; }
+    /// <summary><c>tokens_per_second</c> since the previous line.</summary>
     [JsonPropertyName("tokens_per_second")] public double? TokensPerSecond { get; init; }
+    /// <summary><c>eval_loss</c>: mean validation loss (evaluation lines).</summary>
     [JsonPropertyName("eval_loss")] public double? EvalLoss { get; init; }
+    /// <summary><c>elapsed_seconds</c> since training started.</summary>
     [JsonPropertyName("elapsed_seconds")] public double? ElapsedSeconds { get; init; }
 }
 
@@ -27,6 +34,7 @@ public sealed record MetricsEntry
 /// </summary>
 public sealed class MetricsLog
 {
+    /// <summary>The log's file name in the output folder.</summary>
     public const string FileName = "metrics.jsonl";
 
     static readonly JsonSerializerOptions Json = new()
@@ -36,10 +44,13 @@ public sealed class MetricsLog
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
+    /// <summary>A log appending to <paramref name="path"/>.</summary>
     public MetricsLog(string path) => Path = path;
 
+    /// <summary>The metrics.jsonl file.</summary>
     public string Path { get; }
 
+    /// <summary>Appends one line and flushes it.</summary>
     public void Append(MetricsEntry entry)
     {
         using var stream = new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read);

@@ -7,6 +7,7 @@ namespace PeftSharp.Training;
 /// </summary>
 public static class SeededShuffle
 {
+    /// <summary>A permutation of 0..count-1 determined by <paramref name="seed"/> alone (the same on every machine).</summary>
     public static int[] Permutation(int count, ulong seed)
     {
         var order = new int[count];

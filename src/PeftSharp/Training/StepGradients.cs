@@ -14,5 +14,8 @@ public readonly record struct StepGradient(double Loss, long Tokens, int Example
 /// </summary>
 public interface IStepGradients
 {
+    /// <summary>
+    /// Computes step <paramref name="step"/>'s gradients into the parameters' <c>grad</c> and returns its loss and token counts.
+    /// </summary>
     StepGradient Compute(long step);
 }

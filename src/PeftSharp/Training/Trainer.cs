@@ -111,11 +111,15 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public IStepGradients? Gradients { get; init; }
 
+    /// <summary>Optimizer steps the run makes.</summary>
     public long TotalSteps { get; }
     /// <summary>Optimizer steps completed.</summary>
     public long GlobalStep => _step;
+    /// <summary>The learning-rate schedule.</summary>
     public LearningRateSchedule Schedule { get; }
+    /// <summary>The optimizer (its state is saved in checkpoints).</summary>
     public AdamWOptimizer Optimizer => _optimizer;
+    /// <summary>The data loader (its position is saved in checkpoints).</summary>
     public DataLoader Loader => _loader;
 
     /// <summary>
@@ -317,5 +321,6 @@ public sealed class Trainer : IDisposable
         LastEvalLoss = _lastEvalLoss,
     };
 
+    /// <summary>Disposes the optimizer state.</summary>
     public void Dispose() => _optimizer.Dispose();
 }

@@ -6,6 +6,8 @@ namespace PeftSharp.Training;
 /// </summary>
 public sealed record TrainingExample
 {
+    /// <summary>An example of token ids and labels of the same length (label -100: no loss).</summary>
+    /// <exception cref="ArgumentException">Different lengths, or no tokens.</exception>
     public TrainingExample(int[] inputIds, int[] labels)
     {
         if (inputIds.Length != labels.Length)
@@ -15,8 +17,11 @@ public sealed record TrainingExample
         Labels = labels;
     }
 
+    /// <summary>Token ids.</summary>
     public int[] InputIds { get; }
+    /// <summary>Labels, one per token; -100 where no loss is taken.</summary>
     public int[] Labels { get; }
+    /// <summary>Number of tokens.</summary>
     public int Length => InputIds.Length;
 
     /// <summary>Tokens that carry loss after the shift.</summary>

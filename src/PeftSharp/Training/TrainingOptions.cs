@@ -15,13 +15,18 @@ public sealed record TrainingOptions
     /// <summary>Micro-batches per optimizer step. The loss of a step is the mean over all labelled tokens of its micro-batches.</summary>
     public int GradientAccumulationSteps { get; init; } = 1;
 
+    /// <summary>Learning-rate schedule after warmup (default linear, as transformers).</summary>
     public ScheduleKind Schedule { get; init; } = ScheduleKind.Linear;
     /// <summary>Warmup steps; when 0, <see cref="WarmupRatio"/> × total steps (rounded up).</summary>
     public long WarmupSteps { get; init; }
+    /// <summary>Warmup as a fraction of total steps, used when <see cref="WarmupSteps"/> is 0.</summary>
     public double WarmupRatio { get; init; }
 
+    /// <summary>AdamW β1 (default 0.9).</summary>
     public double AdamBeta1 { get; init; } = 0.9;
+    /// <summary>AdamW β2 (default 0.999).</summary>
     public double AdamBeta2 { get; init; } = 0.999;
+    /// <summary>AdamW ε (default 1e-8).</summary>
     public double AdamEpsilon { get; init; } = 1e-8;
     /// <summary>Global L2 gradient-norm limit; 0 or less: no clipping (the norm is still reported).</summary>
     public double MaxGradNorm { get; init; } = 1.0;

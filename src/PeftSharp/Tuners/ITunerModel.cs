@@ -18,12 +18,17 @@ public sealed record AdapterSummary(string Method, string Size, int Layers, long
 /// </summary>
 public interface ITunerModel
 {
+    /// <summary>The method (its peft_type, name and config loader).</summary>
     ITuner Tuner { get; }
+    /// <summary>The language model the adapters act on.</summary>
     CausalLM Model { get; }
 
     /// <summary>Adapter names, in the order they were added.</summary>
     IReadOnlyList<string> Adapters { get; }
+    /// <summary>The adapters that act in the forward, in order.</summary>
     IReadOnlyList<string> ActiveAdapters { get; }
+    /// <summary>The config of adapter <paramref name="adapter"/>.</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name.</exception>
     PeftConfig ConfigOf(string adapter);
 
     /// <summary>Adds a new adapter from a config (PEFT's add_adapter / get_peft_model); it is not made active.</summary>
@@ -38,7 +43,11 @@ public interface ITunerModel
     /// <summary>Makes exactly these adapters of this tuner active (possibly none) and sets which parameters train.</summary>
     void SetAdapter(IReadOnlyList<string> names);
 
+    /// <summary>Makes an adapter's parameters trainable (requires_grad) or frozen.</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name.</exception>
     void SetTrainable(string name, bool trainable);
+    /// <summary>Removes an adapter and its parameters (PEFT's delete_adapter).</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name, or it is merged.</exception>
     void DeleteAdapter(string name);
 
     /// <summary>While the returned scope lives the tuner's adapters do not act (PEFT's disable_adapter()).</summary>
@@ -49,6 +58,7 @@ public interface ITunerModel
 
     /// <summary>Folds the given (default: active) adapters into the base weights; safe refuses non-finite results.</summary>
     void Merge(IReadOnlyList<string>? adapters = null, bool safe = false);
+    /// <summary>Takes every merged adapter back out of the base weights, in reverse order of merging.</summary>
     void Unmerge();
 
     /// <summary>Removes every adapter of this tuner from the model (merged ones stay folded in).</summary>
@@ -60,5 +70,6 @@ public interface ITunerModel
     /// <summary>Parameters that PEFT counts but that are not parameters of the model right now (inactive modules_to_save copies).</summary>
     long ExtraParameterCount { get; }
 
+    /// <summary>The adapter's row of <c>peftsharp inspect</c>'s table.</summary>
     AdapterSummary Summary(string adapter);
 }

@@ -15,6 +15,9 @@ public sealed class ModulesToSave
     readonly Dictionary<string, Tensor> original;
     readonly Dictionary<string, Dictionary<string, Tensor>> copies = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Keeps the original values of <paramref name="module"/>'s parameters; <paramref name="path"/> is its module path.
+    /// </summary>
     public ModulesToSave(string path, nn.Module module)
     {
         Path = path;
@@ -22,18 +25,24 @@ public sealed class ModulesToSave
         original = live.ToDictionary(p => p.Name, p => p.Param.detach().clone());
     }
 
+    /// <summary>The module path (e.g. <c>lm_head</c>).</summary>
     public string Path { get; }
     /// <summary>The adapter whose copy is in the live parameters, or null for the original values.</summary>
     public string? Active { get; private set; }
+    /// <summary>Adapters that own a copy.</summary>
     public IEnumerable<string> Adapters => copies.Keys;
+    /// <summary>The module's live parameters (name relative to the module, parameter).</summary>
     public IReadOnlyList<(string Name, Parameter Param)> Live => live;
+    /// <summary>Parameters in one copy.</summary>
     public long CopySize => live.Sum(p => p.Param.numel());
 
+    /// <summary>Gives <paramref name="adapter"/> its own copy, starting from the original values.</summary>
     public void AddAdapter(string adapter)
     {
         copies[adapter] = original.ToDictionary(kv => kv.Key, kv => kv.Value.clone());
     }
 
+    /// <summary>Drops <paramref name="adapter"/>'s copy (restoring the original values first if it is active).</summary>
     public void RemoveAdapter(string adapter)
     {
         if (Active == adapter) Activate(null, trainable: false);

@@ -16,12 +16,14 @@ public sealed class PeftModel
     readonly List<ITunerModel> tuners = [];
     string[] active = [];
 
+    /// <summary>Wraps <paramref name="model"/> and freezes all its parameters; add adapters through the tuners.</summary>
     public PeftModel(CausalLM model)
     {
         Model = model;
         foreach (var p in model.parameters()) p.requires_grad = false;
     }
 
+    /// <summary>The base model.</summary>
     public CausalLM Model { get; }
 
     /// <summary>The tuner models in the order they were attached.</summary>
@@ -29,6 +31,7 @@ public sealed class PeftModel
 
     /// <summary>Every adapter name, in the order added.</summary>
     public IReadOnlyList<string> Adapters => tuners.SelectMany(t => t.Adapters).ToList();
+    /// <summary>The adapters that act in the forward, in order.</summary>
     public IReadOnlyList<string> ActiveAdapters => active;
 
     /// <summary>The tuner model of one type (LoraModel, IA3Model, ...), or null when none is attached.</summary>
@@ -38,6 +41,8 @@ public sealed class PeftModel
     public ITunerModel TunerOf(string adapter) =>
         tuners.FirstOrDefault(t => t.Adapters.Contains(adapter)) ?? throw new PeftSharpException($"no adapter named \"{adapter}\" (have: {string.Join(", ", Adapters)})");
 
+    /// <summary>The config of adapter <paramref name="adapter"/>, from the tuner that holds it.</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name.</exception>
     public PeftConfig ConfigOf(string adapter) => TunerOf(adapter).ConfigOf(adapter);
 
     ITunerModel TunerFor(ITuner tuner)
@@ -98,12 +103,16 @@ public sealed class PeftModel
         foreach (var t in tuners) t.SetAdapter(active.Where(n => t.Adapters.Contains(n)).ToList());
     }
 
+    /// <summary>Makes an adapter trainable or frozen (PEFT's set_requires_grad).</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name.</exception>
     public void SetTrainable(string name, bool trainable)
     {
         TunerOf(name).SetTrainable(name, trainable);
         Refresh();
     }
 
+    /// <summary>Removes an adapter (PEFT's delete_adapter) and from the active set.</summary>
+    /// <exception cref="PeftSharpException">No adapter of that name, or it is merged.</exception>
     public void DeleteAdapter(string name)
     {
         TunerOf(name).DeleteAdapter(name);
@@ -132,6 +141,7 @@ public sealed class PeftModel
         foreach (var t in tuners) t.Merge(names.Where(n => t.Adapters.Contains(n)).ToList(), safe);
     }
 
+    /// <summary>Unmerges every tuner's merged adapters, the last attached tuner first.</summary>
     public void Unmerge()
     {
         foreach (var t in Enumerable.Reverse(tuners)) t.Unmerge();
@@ -180,6 +190,11 @@ public sealed class PeftModel
         return FormatReport(t, a);
     }
 
+    /// <summary>
+    /// PEFT's print_trainable_parameters line: <c>trainable params: N
+    /// all params: N
+    /// trainable%: P</c>.
+    /// </summary>
     public static string FormatReport(long trainable, long all) =>
         string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}");

@@ -48,6 +48,7 @@ public static class TunerRegistry
     /// <summary>The known peft_type values, comma-separated (for messages).</summary>
     public static string Known => string.Join(", ", All.Select(t => t.PeftType));
 
+    /// <summary>The tuner registered for a peft_type, or null.</summary>
     public static ITuner? Find(string peftType)
     {
         lock (Gate) return Table.GetValueOrDefault(peftType);

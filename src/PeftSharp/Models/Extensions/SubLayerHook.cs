@@ -35,6 +35,7 @@ public readonly record struct SubLayerCall(int Layer, SubLayerKind Kind, Tensor 
 /// </summary>
 public interface ISubLayerHook
 {
+    /// <summary>Whether the hook replaces the sub-layer's output (serial) or adds to it (parallel).</summary>
     HookPlacement Placement { get; }
 
     /// <summary>Serial: the new sub-layer output. Parallel: the term added to it. Same shape as <c>call.Output</c>.</summary>

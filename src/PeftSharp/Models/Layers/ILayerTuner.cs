@@ -9,5 +9,8 @@ namespace PeftSharp.Models.Layers;
 /// </summary>
 public interface ILayerTuner
 {
+    /// <summary>
+    /// The tuned layer's output for <paramref name="input"/>; reaches the layer beneath through <see cref="TunableLayer.BaseForward"/>.
+    /// </summary>
     Tensor Forward(Tensor input);
 }

@@ -12,14 +12,23 @@ namespace PeftSharp.Models.Layers;
 /// </summary>
 public class Linear : TunableLayer
 {
+    /// <summary>
+    /// The weight: [out, in], or [in, out] when <see cref="FanInFanOut"/>; packed 4-bit values when <see cref="IsQuantized"/>.
+    /// </summary>
     public Parameter weight;
+    /// <summary>The bias [out], or null.</summary>
     public Parameter? bias;
 
+    /// <summary>Input size.</summary>
     public long InFeatures { get; }
+    /// <summary>Output size.</summary>
     public long OutFeatures { get; }
     /// <summary>True when the weight is stored [in, out] (GPT-2 Conv1D), as PEFT's <c>fan_in_fan_out</c>.</summary>
     public bool FanInFanOut { get; }
 
+    /// <summary>
+    /// A linear layer with parameters uninitialised (torch.empty); <paramref name="fanInFanOut"/> stores the weight [in, out] as GPT-2's Conv1D.
+    /// </summary>
     public Linear(long inFeatures, long outFeatures, bool hasBias, bool fanInFanOut = false,
                   ScalarType dtype = ScalarType.Float32, Device? device = null) : base(nameof(Linear))
     {
@@ -38,7 +47,11 @@ public class Linear : TunableLayer
     /// dequantizes them, and the forward computes in <see cref="ComputeDType"/>. See PeftSharp.Quantization.
     /// </summary>
     public FourBitQuantState? QuantState { get; private set; }
+    /// <summary>
+    /// The dtype a 4-bit layer dequantizes to and computes in (bitsandbytes' <c>bnb_4bit_compute_dtype</c>; default float32).
+    /// </summary>
     public ScalarType ComputeDType { get; set; } = ScalarType.Float32;
+    /// <summary>Whether the weight is held in 4 bits (<see cref="QuantState"/> is set).</summary>
     public bool IsQuantized => QuantState is not null;
 
     /// <summary>The weight as [out, in], whatever the storage layout (a view, no copy; a float32 dequantized copy when 4-bit).</summary>

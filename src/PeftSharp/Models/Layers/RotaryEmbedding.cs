@@ -10,6 +10,9 @@ public sealed class RotaryEmbedding
 {
     readonly double[] invFreq;
 
+    /// <summary>
+    /// Inverse frequencies 1 / θ^(2i/head_dim) for i below head_dim/2, adjusted by <paramref name="scaling"/> (linear or llama3) when given.
+    /// </summary>
     public RotaryEmbedding(int headDim, double theta, RopeScaling? scaling)
     {
         invFreq = new double[headDim / 2];
@@ -18,6 +21,7 @@ public sealed class RotaryEmbedding
         if (scaling is not null) ApplyScaling(invFreq, scaling);
     }
 
+    /// <summary>The head_dim/2 inverse frequencies, after any scaling.</summary>
     public IReadOnlyList<double> InverseFrequencies => invFreq;
 
     static void ApplyScaling(double[] invFreq, RopeScaling s)

@@ -38,8 +38,10 @@ public abstract class TunableLayer(string name) : nn.Module<Tensor, Tensor>(name
         if (!tuners.Contains(tuner)) tuners.Add(tuner);
     }
 
+    /// <summary>Detaches a tuner; the others stay attached.</summary>
     public void RemoveTuner(ILayerTuner tuner) => tuners.Remove(tuner);
 
+    /// <summary>The outermost tuner's output, or the layer's own computation when none is attached.</summary>
     public override Tensor forward(Tensor input) => tuners.Count == 0 ? LayerForward(input) : Run(tuners.Count - 1, input);
 
     /// <summary>

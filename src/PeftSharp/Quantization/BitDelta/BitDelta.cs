@@ -18,8 +18,11 @@ namespace PeftSharp.Quantization.BitDelta;
 /// </summary>
 public sealed class BitDelta : IDisposable
 {
+    /// <summary>The weights file of a BitDelta folder.</summary>
     public const string WeightsFileName = "bitdelta.safetensors";
+    /// <summary>The config file of a BitDelta folder.</summary>
     public const string ConfigFileName = "bitdelta_config.json";
+    /// <summary>The <c>format</c> value written in the config.</summary>
     public const string Format = "peftsharp-bitdelta";
     const string SignSuffix = ".sign";
     const string ScaleSuffix = ".scale";
@@ -27,13 +30,19 @@ public sealed class BitDelta : IDisposable
     /// <summary>One compressed matrix: its parameter name, stored shape, packed signs and scale.</summary>
     public sealed class Entry(string name, long[] shape, byte[] signs, double scale)
     {
+        /// <summary>The parameter name.</summary>
         public string Name { get; } = name;
+        /// <summary>The matrix's stored shape.</summary>
         public long[] Shape { get; } = shape;
+        /// <summary>The signs of the delta, packed 8 per byte.</summary>
         public byte[] Signs { get; } = signs;
+        /// <summary>The scale every sign is multiplied by (mean absolute delta, then distilled).</summary>
         public double Scale { get; set; } = scale;
+        /// <summary>Number of elements in the matrix.</summary>
         public long Count => Shape.Aggregate(1L, (a, b) => a * b);
     }
 
+    /// <summary>The compressed matrices.</summary>
     public IReadOnlyList<Entry> Entries { get; }
     /// <summary>Parameters kept whole, by name (those outside the compressed matrices that differ from the base).</summary>
     public IReadOnlyDictionary<string, Tensor> Full { get; }
@@ -198,6 +207,7 @@ public sealed class BitDelta : IDisposable
         return new BitDelta(entries, full);
     }
 
+    /// <summary>Disposes the tensors kept whole.</summary>
     public void Dispose()
     {
         foreach (var t in Full.Values) t.Dispose();

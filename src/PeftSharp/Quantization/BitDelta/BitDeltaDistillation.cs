@@ -12,6 +12,10 @@ namespace PeftSharp.Quantization.BitDelta;
 /// </summary>
 public static class BitDeltaDistillation
 {
+    /// <summary>Scale distillation settings.</summary>
+    /// <param name="Steps">Optimizer steps (default 100).</param>
+    /// <param name="LearningRate">AdamW learning rate of the scales (default 1e-4).</param>
+    /// <param name="WeightDecay">AdamW weight decay (default 0.01).</param>
     public sealed record Options(int Steps = 100, double LearningRate = 1e-4, double WeightDecay = 0.01);
 
     /// <summary>

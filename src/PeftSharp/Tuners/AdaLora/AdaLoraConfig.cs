@@ -13,6 +13,7 @@ namespace PeftSharp.Tuners.AdaLora;
 /// </summary>
 public sealed class AdaLoraConfig : LoraConfig
 {
+    /// <summary>An AdaLoRA config with PEFT's defaults (peft_type ADALORA).</summary>
     public AdaLoraConfig() : base(PeftTypes.AdaLora) { }
 
     /// <inheritdoc />

@@ -57,10 +57,15 @@ public sealed partial class AdaLoraModel
         foreach (var p in root.parameters()) p.requires_grad = false;
     }
 
+    /// <summary>The module the adapters were attached under (the language model).</summary>
     public nn.Module Root { get; }
+    /// <summary>The config's model_type (selects the default target modules), or null.</summary>
     public string? ModelType { get; }
+    /// <inheritdoc/>
     public CausalLM Model => Root as CausalLM ?? throw new InvalidOperationException("the AdaLoRA root is not a CausalLM");
+    /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, AdaLoraConfig> Configs => configs;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ActiveAdapters => active;
     /// <summary>AdaLoRA layers by module path (e.g. <c>transformer.h.0.attn.c_attn</c>).</summary>
     public IReadOnlyDictionary<string, SvdLinear> Layers => layers;
@@ -285,6 +290,7 @@ public sealed partial class AdaLoraModel
         foreach (var l in layers.Values) l.Merge(names, safe);
     }
 
+    /// <inheritdoc/>
     public void Unmerge()
     {
         foreach (var l in layers.Values) l.Unmerge();

@@ -6,9 +6,13 @@ namespace PeftSharp.Tuners.AdaLora;
 /// <summary>AdaLoRA in the tuner registry (<c>peft_type: "ADALORA"</c>).</summary>
 public sealed class AdaLoraTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => PeftTypes.AdaLora;
+    /// <inheritdoc/>
     public string Name => "AdaLoRA";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => AdaLoraConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => AdaLoraModel.Attach(model);
 }
 
@@ -36,6 +40,7 @@ public sealed partial class AdaLoraModel : ITunerModel
     void ITunerModel.Unload() => Unload();
     long ITunerModel.ExtraParameterCount => 0;
 
+    /// <inheritdoc/>
     public void SetTrainable(string name, bool value)
     {
         if (!configs.ContainsKey(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
@@ -46,6 +51,7 @@ public sealed partial class AdaLoraModel : ITunerModel
         UpdateRequiresGrad();
     }
 
+    /// <inheritdoc/>
     public void DeleteAdapter(string name)
     {
         if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");

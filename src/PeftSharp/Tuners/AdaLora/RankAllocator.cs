@@ -25,6 +25,10 @@ public sealed class RankAllocator
     readonly Dictionary<string, Tensor> expAvgIpt = new(StringComparer.Ordinal);
     readonly Dictionary<string, Tensor> expAvgUnc = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// An allocator for <paramref name="adapter"/> of <paramref name="model"/>, with the budget schedule of <paramref name="config"/> (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2).
+    /// </summary>
+    /// <exception cref="PeftSharpException">beta1 or beta2 outside (0, 1).</exception>
     public RankAllocator(AdaLoraModel model, AdaLoraConfig config, string adapter)
     {
         if (!(config.Beta1 > 0 && config.Beta1 < 1)) throw new PeftSharpException($"beta1 must be in (0, 1), got {config.Beta1}");
@@ -37,6 +41,7 @@ public sealed class RankAllocator
         TargetBudget = config.TargetR * layers.Count;
     }
 
+    /// <summary>The adapter whose ranks are allocated.</summary>
     public string Adapter { get; }
     /// <summary>The total rank before any pruning (PEFT's init_bgt).</summary>
     public int InitialBudget { get; }

@@ -30,6 +30,7 @@ public sealed class SvdLinear : ILayerTuner
         public double Scaling => Alpha > 0 ? Alpha : Rank;
     }
 
+    /// <summary>Attaches an AdaLoRA layer (no adapters yet) to <paramref name="host"/>.</summary>
     public SvdLinear(Linear host)
     {
         Host = host;
@@ -37,14 +38,20 @@ public sealed class SvdLinear : ILayerTuner
         host.AddTuner(this);
     }
 
+    /// <summary>The adapted base layer.</summary>
     public Linear Host { get; }
+    /// <summary>Adapter names on this layer.</summary>
     public IEnumerable<string> Adapters => settings.Keys;
+    /// <summary>Adapters that act in the forward.</summary>
     public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
+    /// <summary>Adapters folded into the base weight, in merge order.</summary>
     public IReadOnlyList<string> MergedAdapters => merged;
+    /// <summary>Whether any adapter is merged.</summary>
     public bool Merged => merged.Count > 0;
     /// <summary>While true, the layer computes its base output only (merged adapters are unmerged first, as PEFT).</summary>
     public bool Disabled { get; set; }
 
+    /// <summary>Whether the layer has adapter <paramref name="adapter"/>.</summary>
     public bool Contains(string adapter) => settings.ContainsKey(adapter);
     /// <summary>Right singular vectors Q [r, in].</summary>
     public Parameter A(string adapter) => loraA[adapter];
@@ -56,6 +63,7 @@ public sealed class SvdLinear : ILayerTuner
     public Parameter Ranknum(string adapter) => ranknum[adapter];
     /// <summary>Rows of A (the rank the factors have, pruned triplets included until the layer is resized).</summary>
     public int RankOf(string adapter) => settings[adapter].Rank;
+    /// <summary>The adapter's scaling: lora_alpha (r when lora_alpha ≤ 0); the forward divides it by ranknum + 1e-5.</summary>
     public double ScalingOf(string adapter) => settings[adapter].Scaling;
 
     void Register()
@@ -145,6 +153,8 @@ public sealed class SvdLinear : ILayerTuner
         Replace(adapter, a, b, e, rn);
     }
 
+    /// <summary>Removes an adapter's parameters; does nothing if the layer lacks it.</summary>
+    /// <exception cref="PeftSharpException">The adapter is merged.</exception>
     public void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
@@ -161,6 +171,9 @@ public sealed class SvdLinear : ILayerTuner
         return h.mul(settings[adapter].Scaling).div(ranknum[adapter].add(RanknumEpsilon));
     }
 
+    /// <summary>
+    /// Base output plus, for each active unmerged adapter, dropout(x) · (A ⊙ E)ᵀ · Bᵀ · scaling / (ranknum + 1e-5), as PEFT's SVDLinear.
+    /// </summary>
     public Tensor Forward(Tensor x)
     {
         if (Disabled)

@@ -121,17 +121,29 @@ public sealed class AdapterHubConfig
 
     // ---------------------------------------------------------------- typed accessors
 
+    /// <summary><c>mh_adapter</c>: an adapter after the attention sub-layer.</summary>
     public bool MhAdapter => Bool("mh_adapter");
+    /// <summary><c>output_adapter</c>: an adapter after the feed-forward sub-layer.</summary>
     public bool OutputAdapter => Bool("output_adapter");
+    /// <summary><c>non_linearity</c>, lower-cased (e.g. relu, swish, gelu).</summary>
     public string NonLinearity => Str("non_linearity")!.ToLowerInvariant();
+    /// <summary><c>original_ln_before</c>: apply the block's own residual connection and LayerNorm before the adapter.</summary>
     public bool OriginalLnBefore => Bool("original_ln_before");
+    /// <summary><c>original_ln_after</c>: apply the block's own residual connection and LayerNorm after the adapter.</summary>
     public bool OriginalLnAfter => Bool("original_ln_after");
+    /// <summary><c>ln_before</c>: the adapter has its own LayerNorm before its down-projection.</summary>
     public bool LnBefore => Bool("ln_before");
+    /// <summary><c>ln_after</c>: the adapter has its own LayerNorm after its up-projection.</summary>
     public bool LnAfter => Bool("ln_after");
+    /// <summary><c>init_weights</c>: how the projections are initialised (default "bert").</summary>
     public string InitWeights => Str("init_weights") ?? "bert";
+    /// <summary><c>is_parallel</c>: the adapter runs beside the sub-layer (its output is added) rather than after it.</summary>
     public bool IsParallel => Bool("is_parallel");
+    /// <summary><c>adapter_residual_before_ln</c>: take the adapter's residual before its own LayerNorm.</summary>
     public bool AdapterResidualBeforeLn => Bool("adapter_residual_before_ln");
+    /// <summary><c>dropout</c> on the adapter's input.</summary>
     public double Dropout => Num("dropout");
+    /// <summary><c>leave_out</c>: layer indices that get no adapter.</summary>
     public IReadOnlyList<int> LeaveOut => Fields["leave_out"] is JsonArray a ? a.Select(n => (int)ToDouble(n!)).ToList() : [];
 
     /// <summary><c>residual_before_ln</c>: true, false or "post_add".</summary>
@@ -145,6 +157,7 @@ public sealed class AdapterHubConfig
 
     /// <summary><c>"constant"</c>, <c>"learned"</c> (one scalar) or <c>"channel"</c> (one per hidden unit).</summary>
     public string ScalingKind => Fields["scaling"] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : "constant";
+    /// <summary>The constant scaling factor (<c>scaling</c> as a number); 1 when the scaling is learned.</summary>
     public double ScalingValue => ScalingKind == "constant" ? Num("scaling") : 1.0;
 
     /// <summary>AdapterHub's bottleneck width for a layer: <c>int(hidden_size // reduction_factor)</c>, at least 1

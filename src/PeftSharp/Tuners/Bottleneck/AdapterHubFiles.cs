@@ -19,8 +19,11 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// </summary>
 public static class AdapterHubFiles
 {
+    /// <summary>The config file of an AdapterHub adapter folder.</summary>
     public const string ConfigFileName = "adapter_config.json";
+    /// <summary>The safetensors weights file of an AdapterHub adapter folder.</summary>
     public const string WeightsFileName = "adapter.safetensors";
+    /// <summary>The pickled weights file (<c>pytorch_adapter.bin</c>) older AdapterHub folders have.</summary>
     public const string PickleFileName = "pytorch_adapter.bin";
     /// <summary>The <c>adapters</c> library version whose format is matched (written as <c>"version": "adapters.1.2.0"</c>).</summary>
     public const string MatchedVersion = "adapters.1.2.0";

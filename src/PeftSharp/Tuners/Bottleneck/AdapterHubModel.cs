@@ -23,10 +23,13 @@ public sealed partial class AdapterHubModel
         foreach (var p in model.parameters()) p.requires_grad = false;
     }
 
+    /// <inheritdoc/>
     public CausalLM Model { get; }
+    /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, AdapterHubConfig> Configs => configs;
     /// <summary>The adapter that runs (AdapterHub's <c>set_active_adapters</c> with one name), or null.</summary>
     public string? Active { get; private set; }
+    /// <summary>The adapter holders by (block index, sub-layer).</summary>
     public IReadOnlyDictionary<(int Layer, SubLayerKind Location), SubLayerAdapters> Locations => locations;
 
     /// <summary>The module path of decoder block <paramref name="layer"/> (<c>transformer.h.3</c>, <c>model.layers.3</c>).</summary>

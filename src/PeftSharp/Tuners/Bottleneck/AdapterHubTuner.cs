@@ -12,17 +12,23 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// </summary>
 public sealed class AdapterHubTuner : IForeignFormatTuner
 {
+    /// <summary>The registry key of AdapterHub bottleneck adapters (not a PEFT peft_type).</summary>
     public const string RegistryKey = "ADAPTERHUB_BOTTLENECK";
+    /// <inheritdoc/>
     public string PeftType => RegistryKey;
+    /// <inheritdoc/>
     public string Name => "bottleneck adapters (AdapterHub)";
+    /// <inheritdoc/>
     public bool Recognizes(string adapterDir) => AdapterHubFiles.IsAdapterHubFolder(adapterDir);
 
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir)
     {
         var (name, config) = AdapterHubFiles.ReadConfig(adapterDir);
         return new AdapterHubPeftConfig { Hub = config, SavedName = name };
     }
 
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => AdapterHubModel.For(model);
 }
 
@@ -32,9 +38,12 @@ public sealed class AdapterHubTuner : IForeignFormatTuner
 /// </summary>
 public sealed class AdapterHubPeftConfig : PeftConfig
 {
+    /// <summary>An AdapterHub config holder with the Houlsby defaults.</summary>
     public AdapterHubPeftConfig() : base(AdapterHubTuner.RegistryKey) { }
 
+    /// <inheritdoc/>
     [JsonIgnore] public override string ExpectedPeftType => AdapterHubTuner.RegistryKey;
+    /// <summary>The AdapterHub config (AdapterHub's field names and defaults).</summary>
     [JsonIgnore] public AdapterHubConfig Hub { get; init; } = AdapterHubConfig.Houlsby();
     /// <summary>The adapter's name in the folder it was read from, if any.</summary>
     [JsonIgnore] public string? SavedName { get; init; }

@@ -22,6 +22,7 @@ public static class BottleneckActivation
             throw new PeftSharpException($"{where}: non_linearity \"{name}\" is not supported (expected one of {string.Join(", ", Known)})");
     }
 
+    /// <summary>Applies the fork's non-linearity named <paramref name="name"/>.</summary>
     public static Tensor Apply(string name, Tensor x) => name switch
     {
         "relu" => nn.functional.relu(x),

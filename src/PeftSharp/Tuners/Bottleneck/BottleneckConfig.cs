@@ -14,10 +14,13 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// </summary>
 public sealed class BottleneckConfig : PeftConfig
 {
+    /// <summary>The LLM-Adapters fork's peft_type for bottleneck adapters.</summary>
     public const string PeftTypeName = "BOTTLENECK";
 
+    /// <summary>A bottleneck config with the fork's defaults.</summary>
     public BottleneckConfig() : base(PeftTypeName) { }
 
+    /// <inheritdoc/>
     [JsonIgnore]
     public override string ExpectedPeftType => PeftTypeName;
 
@@ -82,6 +85,7 @@ public sealed class BottleneckConfig : PeftConfig
     public static BottleneckConfig FromJson(string json, string sourceName = "adapter_config.json") =>
         ParseJson<BottleneckConfig>(json, sourceName, allowOtherPeftType: false);
 
+    /// <inheritdoc/>
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);

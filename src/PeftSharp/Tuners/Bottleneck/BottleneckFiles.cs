@@ -13,7 +13,9 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// </summary>
 public static class BottleneckFiles
 {
+    /// <summary>The safetensors weights file of a bottleneck adapter folder.</summary>
     public const string WeightsFileName = "adapter_model.safetensors";
+    /// <summary>The pickled weights file (<c>adapter_model.bin</c>) the fork writes.</summary>
     public const string PickleFileName = "adapter_model.bin";
 
     /// <summary>The tensors the fork's get_peft_model_state_dict returns, by key.</summary>

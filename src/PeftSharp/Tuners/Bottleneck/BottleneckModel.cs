@@ -24,6 +24,7 @@ public sealed partial class BottleneckModel
         foreach (var p in model.parameters()) p.requires_grad = false;
     }
 
+    /// <inheritdoc/>
     public CausalLM Model { get; }
     /// <summary>The adapter's config (null before one is added).</summary>
     public BottleneckConfig? Config { get; private set; }

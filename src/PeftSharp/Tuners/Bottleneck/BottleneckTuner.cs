@@ -7,9 +7,13 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// <summary>LLM-Adapters' bottleneck adapters in the tuner registry (<c>peft_type: "BOTTLENECK"</c>).</summary>
 public sealed class BottleneckTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => BottleneckConfig.PeftTypeName;
+    /// <inheritdoc/>
     public string Name => "bottleneck adapters (LLM-Adapters)";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => BottleneckConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => BottleneckModel.Attach(model);
 
     /// <summary>The one-line answer to a merge request (also for AdapterHub adapters).</summary>

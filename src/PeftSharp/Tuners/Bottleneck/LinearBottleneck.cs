@@ -21,6 +21,9 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// </summary>
 public sealed class LinearBottleneck : ILayerTuner
 {
+    /// <summary>
+    /// A bottleneck around <paramref name="host"/> at <paramref name="placement"/>, sized and initialised from <paramref name="config"/>, drawing from <paramref name="generator"/>.
+    /// </summary>
     public LinearBottleneck(Linear host, LinearAdapterPlacement placement, BottleneckConfig config, Generator? generator)
     {
         Host = host;
@@ -55,17 +58,25 @@ public sealed class LinearBottleneck : ILayerTuner
         adapter_up.Dispose();
     }
 
+    /// <summary>The adapted linear layer.</summary>
     public Linear Host { get; }
+    /// <summary>Where the adapter sits relative to the host layer.</summary>
     public LinearAdapterPlacement Placement { get; }
+    /// <summary>The non-linearity between the projections.</summary>
     public string NonLinearity { get; }
+    /// <summary>Dropout probability on the adapter's input.</summary>
     public double Dropout { get; }
+    /// <summary>The constant scaling of the adapter's output (used when scaling is not learned).</summary>
     public double ConstantScaling { get; }
     /// <summary>When false the layer runs its base computation only (the fork's <c>disable_adapters</c>).</summary>
     public bool Enabled { get; set; } = true;
 
 #pragma warning disable IDE1006 // the fork's parameter names
+    /// <summary>Down-projection to the bottleneck width.</summary>
     public readonly Linear adapter_down;
+    /// <summary>Up-projection back to the host's size.</summary>
     public readonly Linear adapter_up;
+    /// <summary>The learned scaling, or null when it is constant.</summary>
     public readonly Parameter? adapter_scaling;
 #pragma warning restore IDE1006
 
@@ -96,6 +107,7 @@ public sealed class LinearBottleneck : ILayerTuner
         }
     }
 
+    /// <inheritdoc/>
     public Tensor Forward(Tensor x)
     {
         if (!Enabled) return Host.BaseForward(x);

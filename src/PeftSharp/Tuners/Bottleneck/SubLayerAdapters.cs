@@ -15,17 +15,20 @@ namespace PeftSharp.Tuners.Bottleneck;
 public sealed class SubLayerAdapters : nn.Module, ISubLayerHook
 {
 #pragma warning disable IDE1006 // AdapterHub's module name
+    /// <summary>The AdapterHub adapters at this location, by name.</summary>
     public readonly AdapterContainer<SubLayerBottleneck> adapters = new();
     /// <summary>AdapterFusion layers by fusion name (the fused adapters' names joined by ',', as AdapterHub names them).</summary>
     public readonly AdapterContainer<FusionLayer> adapter_fusion_layer = new("adapter_fusion_layer");
 #pragma warning restore IDE1006
 
+    /// <summary>An empty holder for <paramref name="location"/>.</summary>
     public SubLayerAdapters(SubLayerKind location) : base(ModuleName(location))
     {
         Location = location;
         RegisterComponents();
     }
 
+    /// <summary>After the attention sub-layer or after the feed-forward sub-layer.</summary>
     public SubLayerKind Location { get; }
 
     /// <summary>The module name AdapterHub gives this location on a block.</summary>
@@ -44,8 +47,10 @@ public sealed class SubLayerAdapters : nn.Module, ISubLayerHook
 
     FusionSetup? RunningFusion => ActiveFusion is { } f && adapter_fusion_layer.Contains(f.Key) ? f : null;
 
+    /// <inheritdoc/>
     public HookPlacement Placement => RunningFusion is null && Running is { IsParallel: true } ? HookPlacement.Parallel : HookPlacement.Serial;
 
+    /// <inheritdoc/>
     public Tensor Forward(SubLayerCall call) => RunningFusion is { } fusion ? Fuse(call, fusion) : Running switch
     {
         null => call.Output,

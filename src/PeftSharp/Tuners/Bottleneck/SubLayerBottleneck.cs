@@ -9,6 +9,7 @@ namespace PeftSharp.Tuners.Bottleneck;
 /// <summary>Modules registered under the names "0", "1", ... (the parameter-holding entries of a torch nn.Sequential).</summary>
 public sealed class IndexedModules : nn.Module
 {
+    /// <summary>Registers <paramref name="modules"/> under their indices (as PyTorch's nn.Sequential names them).</summary>
     public IndexedModules(IReadOnlyList<(int Index, nn.Module Module)> modules) : base("Sequential")
     {
         foreach (var (i, m) in modules) register_module(i.ToString(System.Globalization.CultureInfo.InvariantCulture), m);
@@ -38,9 +39,13 @@ public sealed class IndexedModules : nn.Module
 public sealed class SubLayerBottleneck : nn.Module
 {
 #pragma warning disable IDE1006 // AdapterHub's parameter names
+    /// <summary>AdapterHub's <c>adapter_down</c> Sequential: the down-projection, after the adapter's own LayerNorm (index 0) when <c>ln_before</c>.</summary>
     public IndexedModules adapter_down;
+    /// <summary>Up-projection back to the hidden size.</summary>
     public Linear adapter_up;
+    /// <summary>The adapter's own LayerNorm after the up-projection, when <c>ln_after</c>.</summary>
     public LayerNorm? adapter_norm_after;
+    /// <summary>The learned scaling, or null when it is constant.</summary>
     public Parameter? scaling;
 #pragma warning restore IDE1006
     readonly LayerNorm? normBefore;
@@ -48,6 +53,9 @@ public sealed class SubLayerBottleneck : nn.Module
     readonly AdapterHubConfig config;
     readonly double constantScaling;
 
+    /// <summary>
+    /// An adapter for hidden size <paramref name="hiddenSize"/> with width <paramref name="bottleneckSize"/>, initialised as <paramref name="config"/>'s init_weights says.
+    /// </summary>
     public SubLayerBottleneck(AdapterHubConfig config, int hiddenSize, int bottleneckSize, Device device, Generator? generator)
         : base("Adapter")
     {
@@ -71,8 +79,11 @@ public sealed class SubLayerBottleneck : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>The block's hidden size.</summary>
     public int HiddenSize { get; }
+    /// <summary>The bottleneck width.</summary>
     public int BottleneckSize { get; }
+    /// <summary>Whether the adapter runs beside the sub-layer.</summary>
     public bool IsParallel => config.IsParallel;
     /// <summary>The adapter's AdapterHub config.</summary>
     public AdapterHubConfig Config => config;

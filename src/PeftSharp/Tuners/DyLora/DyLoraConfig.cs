@@ -23,6 +23,7 @@ public sealed class DyLoraConfig : LoraConfig
     /// <summary>Frozen mode (the reference code's default): only row b of A and column b of B get gradient.</summary>
     [JsonPropertyName("dylora_frozen")] public bool Frozen { get; set; } = true;
 
+    /// <summary>Reads a DyLoRA adapter folder's <c>adapter_config.json</c>.</summary>
     public static new DyLoraConfig Load(string adapterDir) => LoadFromDirectory<DyLoraConfig>(adapterDir, false);
 
     /// <summary>Whether an adapter folder's config carries DyLoRA fields.</summary>
@@ -32,6 +33,8 @@ public sealed class DyLoraConfig : LoraConfig
         return File.Exists(path) && File.ReadAllText(path).Contains("\"dylora_r_min\"", StringComparison.Ordinal);
     }
 
+    /// <summary>Checks the DyLoRA fields.</summary>
+    /// <exception cref="PeftSharpException">dylora_r_min outside 1..r, or an unknown distribution.</exception>
     public void Validate()
     {
         if (RMin < 1 || RMin > R) throw new PeftSharpException($"dylora_r_min must be in 1..r ({R}), got {RMin}");

@@ -10,6 +10,10 @@ public sealed class RankSampler
     readonly int rMin;
     Random random;
 
+    /// <summary>
+    /// Draws ranks in <paramref name="rMin"/>..<paramref name="rMax"/>, uniformly or geometrically with parameter <paramref name="p"/>.
+    /// </summary>
+    /// <exception cref="PeftSharpException">The ranks are not 1 ≤ r_min ≤ r_max.</exception>
     public RankSampler(int rMin, int rMax, string distribution = "uniform", double p = 0.15, int seed = 0)
     {
         if (rMin < 1 || rMax < rMin) throw new PeftSharpException($"DyLoRA ranks: need 1 ≤ r_min ≤ r_max, got {rMin}..{rMax}");
@@ -24,11 +28,13 @@ public sealed class RankSampler
         Seed = seed;
     }
 
+    /// <summary>The sampler's seed.</summary>
     public int Seed { get; }
 
     /// <summary>Probability of each rank r_min..r_max.</summary>
     public IReadOnlyList<double> Probabilities => cumulative.Select((c, i) => i == 0 ? c : c - cumulative[i - 1]).ToArray();
 
+    /// <summary>The next rank from the sampler's own generator.</summary>
     public int Next() => RankFor(random.NextDouble());
 
     /// <summary>

@@ -11,6 +11,10 @@ namespace PeftSharp.Tuners.DyLora;
 /// </summary>
 public static class SvdTruncation
 {
+    /// <summary>
+    /// Adds adapter <paramref name="newName"/>: adapter <paramref name="adapter"/>'s update B·A truncated to its top <paramref name="rank"/> singular values, split into rank-<paramref name="rank"/> factors.
+    /// </summary>
+    /// <exception cref="PeftSharpException">The adapter uses DoRA.</exception>
     public static void AddSvdTruncated(this LoraModel lora, string adapter, int rank, string newName)
     {
         var source = lora.Configs[adapter];

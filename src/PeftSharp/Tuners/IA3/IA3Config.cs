@@ -9,8 +9,10 @@ namespace PeftSharp.Tuners.IA3;
 /// </summary>
 public sealed class IA3Config : PeftConfig
 {
+    /// <summary>An (IA)³ config with PEFT's defaults (peft_type IA3).</summary>
     public IA3Config() : base(PeftTypes.IA3) { }
 
+    /// <inheritdoc/>
     [JsonIgnore]
     public override string ExpectedPeftType => PeftTypes.IA3;
 
@@ -45,6 +47,7 @@ public sealed class IA3Config : PeftConfig
     /// <summary>Reads <c>adapterDir/adapter_config.json</c> (peft_type must be "IA3").</summary>
     public static IA3Config Load(string adapterDir) => LoadFromDirectory<IA3Config>(adapterDir, false);
 
+    /// <summary>Parses an <c>adapter_config.json</c> text; <paramref name="sourceName"/> names it in errors.</summary>
     public static IA3Config FromJson(string json, string sourceName = ConfigFileName) => ParseJson<IA3Config>(json, sourceName, false);
 
     /// <summary>PEFT's <c>IA3Config.__post_init__</c>: feedforward_modules must be a subset of target_modules (when both are lists).</summary>

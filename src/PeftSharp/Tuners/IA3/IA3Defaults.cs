@@ -24,6 +24,7 @@ public static class IA3Defaults
         ["gpt_neox"] = (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
     };
 
+    /// <summary>Model types that have default (IA)³ target and feed-forward modules.</summary>
     public static IReadOnlyCollection<string> KnownModelTypes => Mapping.Keys;
 
     /// <summary>Fills target_modules and feedforward_modules that are unset, as PEFT's _prepare_adapter_config.</summary>

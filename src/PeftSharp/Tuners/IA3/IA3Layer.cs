@@ -17,6 +17,9 @@ public sealed class IA3Layer : ILayerTuner
     readonly ParameterDict vectors = new();
     readonly List<string> merged = [];
 
+    /// <summary>
+    /// Attaches an (IA)³ layer (no adapters yet) to <paramref name="host"/>; <paramref name="isFeedforward"/> scales the input instead of the output.
+    /// </summary>
     public IA3Layer(Linear host, bool isFeedforward)
     {
         Host = host;
@@ -25,21 +28,32 @@ public sealed class IA3Layer : ILayerTuner
         host.AddTuner(this);
     }
 
+    /// <summary>The adapted linear layer.</summary>
     public Linear Host { get; }
 
     /// <summary>True when the vector scales the input (PEFT's is_feedforward).</summary>
     public bool IsFeedforward { get; }
 
+    /// <summary>Adapter names on this layer.</summary>
     public IEnumerable<string> Adapters => vectors.keys();
+    /// <summary>Whether the layer has adapter <paramref name="adapter"/>.</summary>
     public bool Contains(string adapter) => vectors.ContainsKey(adapter);
+    /// <summary>The learned scaling vector of an adapter (<see cref="VectorShape"/>).</summary>
     public Parameter Vector(string adapter) => vectors[adapter];
+    /// <summary>Adapters that act in the forward.</summary>
     public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
+    /// <summary>Adapters folded into the base weight, in merge order.</summary>
     public IReadOnlyList<string> MergedAdapters => merged;
+    /// <summary>While true, the layer computes its base output only.</summary>
     public bool Disabled { get; set; }
 
     /// <summary>The vector's shape: [1, in] (feed-forward) or [out, 1].</summary>
     public long[] VectorShape => IsFeedforward ? [1, Host.InFeatures] : [Host.OutFeatures, 1];
 
+    /// <summary>
+    /// Adds an adapter vector: ones when <paramref name="init"/> (PEFT's init_ia3_weights, a no-op start), otherwise random.
+    /// </summary>
+    /// <exception cref="PeftSharpException">The name exists.</exception>
     public void AddAdapter(string name, bool init, Generator? generator = null)
     {
         if (vectors.ContainsKey(name)) throw new PeftSharpException($"adapter \"{name}\" already exists on this layer");
@@ -51,6 +65,8 @@ public sealed class IA3Layer : ILayerTuner
         vectors.Add((name, new Parameter(value)));
     }
 
+    /// <summary>Removes an adapter's vector; does nothing if the layer lacks it.</summary>
+    /// <exception cref="PeftSharpException">The adapter is merged.</exception>
     public void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
@@ -76,6 +92,7 @@ public sealed class IA3Layer : ILayerTuner
         return product;
     }
 
+    /// <inheritdoc/>
     public Tensor Forward(Tensor x)
     {
         if (Disabled)

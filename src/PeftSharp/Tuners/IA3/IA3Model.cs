@@ -41,14 +41,20 @@ public sealed class IA3Model : ITunerModel
         return ia3;
     }
 
+    /// <inheritdoc/>
     public ITuner Tuner => TunerInstance;
+    /// <inheritdoc/>
     public CausalLM Model { get; }
+    /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, IA3Config> Configs => configs;
+    /// <inheritdoc/>
     public IReadOnlyList<string> Adapters => [.. configs.Keys];
+    /// <inheritdoc/>
     public IReadOnlyList<string> ActiveAdapters => active;
     /// <summary>(IA)³ layers by module path (e.g. <c>model.layers.0.mlp.down_proj</c>).</summary>
     public IReadOnlyDictionary<string, IA3Layer> Layers => layers;
     internal IReadOnlyDictionary<string, ModulesToSave> ModulesToSaveByPath => modulesToSave;
+    /// <inheritdoc/>
     public PeftConfig ConfigOf(string adapter) => configs[adapter];
 
     /// <summary>PEFT's _check_target_module_feedforward: a regex full match, or a path ending with a listed name.</summary>
@@ -112,8 +118,10 @@ public sealed class IA3Model : ITunerModel
         UpdateRequiresGrad();
     }
 
+    /// <inheritdoc/>
     public void LoadAdapter(string dir, string name, bool trainable = false) => IA3Files.LoadAdapter(this, dir, name, trainable);
 
+    /// <inheritdoc/>
     public string SaveAdapter(string dir, string name, string? baseModelNameOrPath = null) => IA3Files.Save(this, dir, name, baseModelNameOrPath);
 
     void ITunerModel.SetAdapter(IReadOnlyList<string> names) => SetAdapter([.. names]);
@@ -133,6 +141,7 @@ public sealed class IA3Model : ITunerModel
         UpdateRequiresGrad();
     }
 
+    /// <inheritdoc/>
     public void SetTrainable(string name, bool value)
     {
         if (!configs.ContainsKey(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
@@ -146,6 +155,7 @@ public sealed class IA3Model : ITunerModel
             param.requires_grad = active.Contains(adapter) && trainable[adapter];
     }
 
+    /// <inheritdoc/>
     public void DeleteAdapter(string name)
     {
         if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");
@@ -163,6 +173,7 @@ public sealed class IA3Model : ITunerModel
                 yield return ($"{path}.ia3_l.{adapter}", layer.Vector(adapter), adapter);
     }
 
+    /// <inheritdoc/>
     public long ExtraParameterCount => modulesToSave.Values.Sum(m => m.CopySize * m.Adapters.Count());
 
     /// <summary>
@@ -176,6 +187,7 @@ public sealed class IA3Model : ITunerModel
         return (train, all);
     }
 
+    /// <summary>PEFT's <c>print_trainable_parameters</c> line.</summary>
     public string ParameterReport()
     {
         var (t, a) = CountParameters();
@@ -210,6 +222,7 @@ public sealed class IA3Model : ITunerModel
         foreach (var l in layers.Values) l.Merge(names, safe);
     }
 
+    /// <inheritdoc/>
     public void Unmerge()
     {
         foreach (var l in layers.Values) l.Unmerge();
@@ -237,6 +250,7 @@ public sealed class IA3Model : ITunerModel
         foreach (var p in Model.parameters()) p.requires_grad = false;
     }
 
+    /// <inheritdoc/>
     public AdapterSummary Summary(string adapter)
     {
         int count = layers.Values.Count(l => l.Contains(adapter));

@@ -12,6 +12,7 @@ public sealed record LoraAdapterSettings(
 {
     /// <summary>LoftQ (init "loftq"): loftq_config's loftq_bits and loftq_iter.</summary>
     public int LoftqBits { get; init; } = 4;
+    /// <summary>LoftQ (init "loftq"): alternating steps of loftq_iter (default 1).</summary>
     public int LoftqIter { get; init; } = 1;
 
     /// <summary>α/r, or α/√r with rsLoRA.</summary>

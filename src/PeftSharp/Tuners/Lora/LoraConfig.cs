@@ -11,6 +11,7 @@ namespace PeftSharp.Tuners.Lora;
 /// </summary>
 public class LoraConfig : PeftConfig
 {
+    /// <summary>A LoRA config with PEFT's defaults (peft_type LORA).</summary>
     public LoraConfig() : base(PeftTypes.Lora) { }
 
     /// <summary>For LoRA-shaped methods (PEFT's AdaLoraConfig derives from LoraConfig): pass the method's peft_type and

@@ -16,6 +16,7 @@ public sealed class LoraEmbedding : LoraLayer
     ParameterDict loraA = new();
     ParameterDict loraB = new();
 
+    /// <summary>Attaches a LoRA layer (no adapters yet) to the embedding <paramref name="host"/>.</summary>
     public LoraEmbedding(Embedding host)
     {
         Host = host;
@@ -24,11 +25,15 @@ public sealed class LoraEmbedding : LoraLayer
         host.AddTuner(this);
     }
 
+    /// <summary>The adapted embedding.</summary>
     public Embedding Host { get; }
 
+    /// <summary>lora_embedding_A [r, num_embeddings] of an adapter.</summary>
     public Parameter A(string adapter) => loraA[adapter];
+    /// <summary>lora_embedding_B [dim, r] of an adapter.</summary>
     public Parameter B(string adapter) => loraB[adapter];
 
+    /// <inheritdoc/>
     public override void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
     {
         if (s.UseDora) throw new PeftSharpException("DoRA is not supported on embedding layers");
@@ -67,6 +72,7 @@ public sealed class LoraEmbedding : LoraLayer
         return delta.contiguous().MoveToOuterDisposeScope();
     }
 
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor ids)
     {
         if (Disabled)
@@ -101,6 +107,7 @@ public sealed class LoraEmbedding : LoraLayer
         return afterA.matmul(loraB[name].t()).mul(settings[name].Scaling);
     }
 
+    /// <inheritdoc/>
     public override void Merge(IEnumerable<string>? adapters = null, bool safe = false)
     {
         using var _ = no_grad();
@@ -116,6 +123,7 @@ public sealed class LoraEmbedding : LoraLayer
         }
     }
 
+    /// <inheritdoc/>
     public override void Unmerge()
     {
         using var _ = no_grad();
@@ -127,6 +135,7 @@ public sealed class LoraEmbedding : LoraLayer
         }
     }
 
+    /// <inheritdoc/>
     public override void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
@@ -146,6 +155,7 @@ public sealed class LoraEmbedding : LoraLayer
         return kept;
     }
 
+    /// <inheritdoc/>
     public override void Detach()
     {
         Host.RemoveTuner(this);

@@ -16,8 +16,10 @@ public interface ILoraGradientTap
 /// <summary>DoRA's learned per-output magnitude (PEFT's DoraLinearLayer: one parameter named <c>weight</c>).</summary>
 public sealed class DoraMagnitude : nn.Module
 {
+    /// <summary>The magnitude [out].</summary>
     public Parameter weight;
 
+    /// <summary>A magnitude holding <paramref name="initial"/> (the base weight's row norms).</summary>
     public DoraMagnitude(Tensor initial) : base(nameof(DoraMagnitude))
     {
         weight = new Parameter(initial);
@@ -44,6 +46,7 @@ public sealed class LoraLinear : LoraLayer
     readonly HashSet<string> frozenTruncation = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> mergedRank = new(StringComparer.Ordinal);
 
+    /// <summary>Attaches a LoRA layer (no adapters yet) to <paramref name="host"/>.</summary>
     public LoraLinear(Linear host)
     {
         Host = host;
@@ -52,6 +55,7 @@ public sealed class LoraLinear : LoraLayer
         host.AddTuner(this);
     }
 
+    /// <summary>The adapted linear layer.</summary>
     public Linear Host { get; }
 
     /// <summary>The rank an adapter currently runs at (its full r unless truncated).</summary>
@@ -102,10 +106,14 @@ public sealed class LoraLinear : LoraLayer
     /// </summary>
     public ILoraGradientTap? GradientTap { get; set; }
 
+    /// <summary>lora_A of an adapter: [in] → [r].</summary>
     public Linear A(string adapter) => loraA[adapter];
+    /// <summary>lora_B of an adapter: [r] → [out].</summary>
     public Linear B(string adapter) => loraB[adapter];
+    /// <summary>DoRA's magnitude [out] of an adapter, or null when it does not use DoRA.</summary>
     public Parameter? Magnitude(string adapter) => magnitude is not null && magnitude.Contains(adapter) ? magnitude[adapter].weight : null;
 
+    /// <inheritdoc/>
     public override void AddAdapter(string name, LoraAdapterSettings s, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
     {
         if (s.Rank <= 0) throw new PeftSharpException($"lora r must be a positive integer, got {s.Rank}");
@@ -131,6 +139,7 @@ public sealed class LoraLinear : LoraLayer
         }
     }
 
+    /// <inheritdoc/>
     public override void DeleteAdapter(string name)
     {
         if (merged.Contains(name)) throw new PeftSharpException($"adapter \"{name}\" is merged; unmerge it before deleting it");
@@ -225,6 +234,7 @@ public sealed class LoraLinear : LoraLayer
 
     static Tensor RowNorms(Tensor w, Tensor delta) => linalg.vector_norm(w.add(delta), dims: [1]);
 
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
         if (Disabled)
@@ -420,6 +430,7 @@ public sealed class LoraLinear : LoraLayer
         }
     }
 
+    /// <inheritdoc/>
     public override void Detach()
     {
         Host.RemoveTuner(this);

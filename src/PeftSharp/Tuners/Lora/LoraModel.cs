@@ -35,10 +35,13 @@ public sealed partial class LoraModel
     public string? ModelType { get; }
     /// <summary>The language model, when the root is one of ours.</summary>
     public CausalLM Model => Root as CausalLM ?? throw new InvalidOperationException("the LoRA root is not a CausalLM");
+    /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, LoraConfig> Configs => configs;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ActiveAdapters => active;
     /// <summary>LoRA layers by module path (e.g. <c>transformer.h.0.attn.c_attn</c>).</summary>
     public IReadOnlyDictionary<string, LoraLinear> LinearLayers => linears;
+    /// <summary>LoRA layers on embeddings by module path.</summary>
     public IReadOnlyDictionary<string, LoraEmbedding> EmbeddingLayers => embeddings;
 
     /// <summary>Every LoRA layer, linear and embedding.</summary>
@@ -218,6 +221,7 @@ public sealed partial class LoraModel
         return FormatReport(t, a);
     }
 
+    /// <summary>PEFT's print_trainable_parameters line (see <see cref="PeftModel.FormatReport"/>).</summary>
     public static string FormatReport(long trainable, long all) => PeftModel.FormatReport(trainable, all);
 
     /// <summary>While the returned scope lives, layers compute the base model only (PEFT's disable_adapter()).</summary>
@@ -260,6 +264,7 @@ public sealed partial class LoraModel
         foreach (var l in AllLayers) l.Merge(names, safe);
     }
 
+    /// <inheritdoc/>
     public void Unmerge()
     {
         foreach (var l in AllLayers) l.Unmerge();
@@ -287,6 +292,7 @@ public sealed partial class LoraModel
         return Root;
     }
 
+    /// <inheritdoc/>
     public void DeleteAdapter(string name)
     {
         if (!configs.Remove(name)) throw new PeftSharpException($"no adapter named \"{name}\"");

@@ -9,8 +9,16 @@ namespace PeftSharp.Tuners.Lora;
 /// </summary>
 public static class LoraPlus
 {
+    /// <summary>One optimizer parameter group.</summary>
+    /// <param name="Name">The group's name (for logs).</param>
+    /// <param name="Parameters">Its parameters with their names.</param>
+    /// <param name="LearningRate">Its learning rate.</param>
+    /// <param name="WeightDecay">Its weight decay.</param>
     public sealed record Group(string Name, IReadOnlyList<(string Name, Parameter Param)> Parameters, double LearningRate, double WeightDecay);
 
+    /// <summary>
+    /// The LoRA+ groups of <paramref name="lora"/>'s trainable parameters: <paramref name="learningRate"/> for A, <paramref name="ratio"/>·lr for B and 1-D parameters (biases without weight decay), <paramref name="embeddingLearningRate"/> (default 1e-6) for embedding factors; empty groups are left out.
+    /// </summary>
     public static IReadOnlyList<Group> Groups(LoraModel lora, double learningRate, double ratio, double weightDecay = 0.0, double? embeddingLearningRate = null)
     {
         var groupA = new List<(string, Parameter)>();

@@ -7,9 +7,13 @@ namespace PeftSharp.Tuners.Lora;
 /// <summary>LoRA in the tuner registry (<c>peft_type: "LORA"</c>; also DoRA and DyLoRA adapters, which are LoRA configs on disk).</summary>
 public sealed class LoraTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => PeftTypes.Lora;
+    /// <inheritdoc/>
     public string Name => "LoRA";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => LoraConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => LoraModel.Attach(model);
 }
 

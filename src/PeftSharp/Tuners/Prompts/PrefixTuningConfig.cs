@@ -11,8 +11,10 @@ namespace PeftSharp.Tuners.Prompts;
 /// </summary>
 public sealed class PrefixTuningConfig : PromptLearningConfig
 {
+    /// <summary>A prefix-tuning config with PEFT's defaults (peft_type PREFIX_TUNING).</summary>
     public PrefixTuningConfig() : base(PromptPeftTypes.PrefixTuning) { }
 
+    /// <inheritdoc/>
     [JsonIgnore]
     public override string ExpectedPeftType => PromptPeftTypes.PrefixTuning;
 
@@ -28,10 +30,13 @@ public sealed class PrefixTuningConfig : PromptLearningConfig
     [JsonPropertyName("init_weights")]
     public string? InitWeights { get; set; }
 
+    /// <summary>Reads a prefix-tuning adapter folder's <c>adapter_config.json</c>.</summary>
     public static PrefixTuningConfig Load(string adapterDir) => LoadFromDirectory<PrefixTuningConfig>(adapterDir, false);
 
+    /// <summary>Parses an <c>adapter_config.json</c> text; <paramref name="sourceName"/> names it in errors.</summary>
     public static PrefixTuningConfig FromJson(string json, string sourceName = ConfigFileName) => ParseJson<PrefixTuningConfig>(json, sourceName, false);
 
+    /// <inheritdoc/>
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);

@@ -10,8 +10,10 @@ namespace PeftSharp.Tuners.Prompts;
 /// </summary>
 public sealed class PromptEncoderConfig : PromptLearningConfig
 {
+    /// <summary>A P-tuning config with PEFT's defaults (peft_type P_TUNING).</summary>
     public PromptEncoderConfig() : base(PromptPeftTypes.PTuning) { }
 
+    /// <inheritdoc/>
     [JsonIgnore]
     public override string ExpectedPeftType => PromptPeftTypes.PTuning;
 
@@ -32,10 +34,13 @@ public sealed class PromptEncoderConfig : PromptLearningConfig
     [PythonFloat]
     public double EncoderDropout { get; set; }
 
+    /// <summary>Reads a P-tuning adapter folder's <c>adapter_config.json</c>.</summary>
     public static PromptEncoderConfig Load(string adapterDir) => LoadFromDirectory<PromptEncoderConfig>(adapterDir, false);
 
+    /// <summary>Parses an <c>adapter_config.json</c> text; <paramref name="sourceName"/> names it in errors.</summary>
     public static PromptEncoderConfig FromJson(string json, string sourceName = ConfigFileName) => ParseJson<PromptEncoderConfig>(json, sourceName, false);
 
+    /// <inheritdoc/>
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);
@@ -47,6 +52,7 @@ public sealed class PromptEncoderConfig : PromptLearningConfig
             warnings.Add("for MLP, the argument `encoder_num_layers` is ignored. Exactly 2 MLP layers are used.");
     }
 
+    /// <inheritdoc/>
     public override void Prepare(ModelConfig model, string source)
     {
         base.Prepare(model, source);

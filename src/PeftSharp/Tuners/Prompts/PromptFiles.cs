@@ -13,6 +13,7 @@ namespace PeftSharp.Tuners.Prompts;
 /// </summary>
 public static class PromptFiles
 {
+    /// <summary>The tensor name PEFT saves a prompt-learning adapter under (<c>prompt_embeddings</c>).</summary>
     public const string TensorName = "prompt_embeddings";
 
     /// <summary>Writes one adapter in PEFT's layout (a subfolder for names other than "default"); returns the folder.</summary>

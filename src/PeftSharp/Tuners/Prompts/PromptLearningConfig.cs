@@ -11,6 +11,7 @@ namespace PeftSharp.Tuners.Prompts;
 /// </summary>
 public abstract class PromptLearningConfig : PeftConfig
 {
+    /// <summary>Sets the peft_type; called by each prompt-learning config class.</summary>
     protected PromptLearningConfig(string peftType) : base(peftType) { }
 
     /// <summary>Number of virtual tokens (prompt positions or prefix key/value positions); must be positive.</summary>
@@ -41,6 +42,7 @@ public abstract class PromptLearningConfig : PeftConfig
     [JsonIgnore]
     public int TotalVirtualTokens => (NumVirtualTokens ?? 0) * (NumTransformerSubmodules ?? 1);
 
+    /// <inheritdoc/>
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);

@@ -32,6 +32,7 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
     IDisposable? registration;
     int disabled;
 
+    /// <summary>Wraps <paramref name="model"/> and freezes all its parameters.</summary>
     protected PromptLearningModel(CausalLM model)
     {
         Model = model;
@@ -45,11 +46,17 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         }
     }
 
+    /// <inheritdoc/>
     public abstract ITuner Tuner { get; }
+    /// <inheritdoc/>
     public CausalLM Model { get; }
+    /// <inheritdoc/>
     public IReadOnlyList<string> Adapters => [.. configs.Keys];
+    /// <inheritdoc/>
     public IReadOnlyList<string> ActiveAdapters => active;
+    /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, TConfig> Configs => configs;
+    /// <inheritdoc/>
     public PeftConfig ConfigOf(string adapter) => Config(adapter);
 
     TConfig Config(string adapter) =>
@@ -104,8 +111,10 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         UpdateRequiresGrad();
     }
 
+    /// <inheritdoc/>
     public void LoadAdapter(string dir, string name, bool trainable = false) => PromptFiles.LoadAdapter(this, dir, name, trainable);
 
+    /// <inheritdoc/>
     public string SaveAdapter(string dir, string name, string? baseModelNameOrPath = null) => PromptFiles.Save(this, dir, name, baseModelNameOrPath);
 
     void ITunerModel.SetAdapter(IReadOnlyList<string> names) => SetAdapter([.. names]);
@@ -128,6 +137,7 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         if (active.Length == 1 && disabled == 0) registration = Register(container[active[0]], configs[active[0]]);
     }
 
+    /// <inheritdoc/>
     public void SetTrainable(string name, bool value)
     {
         Config(name);
@@ -141,6 +151,7 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
             param.requires_grad = active.Contains(adapter) && trainable[adapter];
     }
 
+    /// <inheritdoc/>
     public void DeleteAdapter(string name)
     {
         Config(name);
@@ -152,6 +163,7 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         container.Remove(name);
     }
 
+    /// <inheritdoc/>
     public IDisposable DisableAdapters()
     {
         disabled++;
@@ -163,12 +175,19 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         });
     }
 
+    /// <summary>
+    /// Why prompt-learning adapters cannot be merged: they add virtual tokens or key/value prefixes, not weight updates.
+    /// </summary>
     public string? MergeUnsupported => $"{Tuner.Name} adapters are soft prompts and cannot be merged into the base weights";
 
+    /// <summary>Always throws: soft prompts cannot be merged into the base weights.</summary>
+    /// <exception cref="PeftSharpException">Always.</exception>
     public void Merge(IReadOnlyList<string>? adapters = null, bool safe = false) => throw new PeftSharpException(MergeUnsupported!);
 
+    /// <summary>Does nothing: nothing is ever merged.</summary>
     public void Unmerge() { }
 
+    /// <inheritdoc/>
     public void Unload()
     {
         registration?.Dispose();
@@ -188,8 +207,10 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
                 yield return ($"{ContainerName}.{adapter}.{name}", p, adapter);
     }
 
+    /// <inheritdoc/>
     public long ExtraParameterCount => 0;
 
+    /// <inheritdoc/>
     public AdapterSummary Summary(string adapter)
     {
         var config = Config(adapter);

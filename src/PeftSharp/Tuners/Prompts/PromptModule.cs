@@ -12,6 +12,7 @@ namespace PeftSharp.Tuners.Prompts;
 /// </summary>
 public abstract class PromptModule : nn.Module
 {
+    /// <summary>Names the module (<paramref name="name"/>).</summary>
     protected PromptModule(string name) : base(name) { }
 
     /// <summary>The learned or loaded embedding table (PEFT's <c>embedding.weight</c>).</summary>
@@ -53,6 +54,7 @@ public sealed class PromptEmbedding : PromptModule
 {
     readonly Embedding embedding;
 
+    /// <summary>A table holding <paramref name="initial"/> [virtual tokens, token_dim], float32.</summary>
     public PromptEmbedding(Tensor initial) : base(nameof(PromptEmbedding))
     {
         embedding = nn.Embedding(initial.shape[0], initial.shape[1], dtype: ScalarType.Float32, device: initial.device);
@@ -60,8 +62,11 @@ public sealed class PromptEmbedding : PromptModule
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Parameter EmbeddingWeight => embedding.weight!;
+    /// <inheritdoc/>
     public override bool Direct => true;
+    /// <inheritdoc/>
     protected override Tensor Encode(Tensor e) => e;
 }
 
@@ -77,6 +82,9 @@ public sealed class PromptEncoder : PromptModule
     readonly Sequential? mlp_head;
     readonly BidirectionalLstm? lstm_head;
 
+    /// <summary>
+    /// P-tuning's encoder for <paramref name="config"/>: an embedding and, when training (<paramref name="inference"/> false), its MLP or LSTM head; initialised from <paramref name="gen"/> on <paramref name="device"/>.
+    /// </summary>
     public PromptEncoder(PromptEncoderConfig config, bool inference, Generator? gen, Device device) : base(nameof(PromptEncoder))
     {
         long n = config.TotalVirtualTokens, d = config.TokenDim!.Value, e = config.EncoderHiddenSize ?? d;
@@ -97,9 +105,12 @@ public sealed class PromptEncoder : PromptModule
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Parameter EmbeddingWeight => embedding.weight!;
+    /// <inheritdoc/>
     public override bool Direct => mlp_head is null;
 
+    /// <inheritdoc/>
     protected override Tensor Encode(Tensor e)
     {
         if (lstm_head is not null)
@@ -121,6 +132,9 @@ public sealed class PrefixEncoder : PromptModule
     readonly Embedding embedding;
     readonly Sequential? transform;
 
+    /// <summary>
+    /// Prefix tuning's encoder for <paramref name="config"/>: an embedding of num_layers·2·token_dim per virtual token or, with prefix_projection when training, a token_dim embedding and a tanh MLP; initialised from <paramref name="gen"/> on <paramref name="device"/>.
+    /// </summary>
     public PrefixEncoder(PrefixTuningConfig config, bool inference, Generator? gen, Device device) : base(nameof(PrefixEncoder))
     {
         long n = config.NumVirtualTokens!.Value, d = config.TokenDim!.Value, flat = config.NumLayers!.Value * 2L * d;
@@ -142,7 +156,10 @@ public sealed class PrefixEncoder : PromptModule
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Parameter EmbeddingWeight => embedding.weight!;
+    /// <inheritdoc/>
     public override bool Direct => transform is null;
+    /// <inheritdoc/>
     protected override Tensor Encode(Tensor e) => transform!.forward(e);
 }

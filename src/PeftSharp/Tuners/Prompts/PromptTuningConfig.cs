@@ -14,6 +14,7 @@ public static class PromptTuningInit
     /// <summary>torch.nn.Embedding's default: N(0, 1) (the default).</summary>
     public const string Random = "RANDOM";
 
+    /// <summary>Every prompt_tuning_init value.</summary>
     public static IReadOnlyList<string> All { get; } = [Text, SampleVocab, Random];
 }
 
@@ -23,8 +24,10 @@ public static class PromptTuningInit
 /// </summary>
 public sealed class PromptTuningConfig : PromptLearningConfig
 {
+    /// <summary>A prompt-tuning config with PEFT's defaults (peft_type PROMPT_TUNING).</summary>
     public PromptTuningConfig() : base(PromptPeftTypes.PromptTuning) { }
 
+    /// <inheritdoc/>
     [JsonIgnore]
     public override string ExpectedPeftType => PromptPeftTypes.PromptTuning;
 
@@ -44,8 +47,10 @@ public sealed class PromptTuningConfig : PromptLearningConfig
     [JsonPropertyName("tokenizer_kwargs")]
     public System.Text.Json.Nodes.JsonObject? TokenizerKwargs { get; set; }
 
+    /// <summary>Reads a prompt-tuning adapter folder's <c>adapter_config.json</c>.</summary>
     public static PromptTuningConfig Load(string adapterDir) => LoadFromDirectory<PromptTuningConfig>(adapterDir, false);
 
+    /// <summary>Parses an <c>adapter_config.json</c> text; <paramref name="sourceName"/> names it in errors.</summary>
     public static PromptTuningConfig FromJson(string json, string sourceName = ConfigFileName) => ParseJson<PromptTuningConfig>(json, sourceName, false);
 
     /// <summary>PEFT's <c>PromptTuningConfig.__post_init__</c>.</summary>

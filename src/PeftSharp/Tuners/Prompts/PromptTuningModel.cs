@@ -13,16 +13,21 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
 
     PromptTuningModel(CausalLM model) : base(model) { }
 
+    /// <summary>A prompt-tuning model for <paramref name="model"/> without adapters yet.</summary>
     public static PromptTuningModel Attach(CausalLM model) => new(model);
 
     /// <summary>PEFT's get_peft_model with a PromptTuningConfig: one trainable, active adapter.</summary>
     public static PromptTuningModel Create(CausalLM model, PromptTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
         WithAdapter(new PromptTuningModel(model), adapter, config, seed);
 
+    /// <inheritdoc/>
     public override ITuner Tuner => TunerInstance;
+    /// <inheritdoc/>
     protected override string MethodName => "prompt_tuning";
+    /// <inheritdoc/>
     protected override int LayersOf(PromptTuningConfig config) => 1;
 
+    /// <inheritdoc/>
     protected override PromptModule Create(string name, PromptTuningConfig config, bool inference, Generator gen)
     {
         using var initial = InitialPrompt(config, inference, gen);
@@ -69,6 +74,7 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
         model.named_parameters().FirstOrDefault(p => p.name is "transformer.wte.weight" or "model.embed_tokens.weight").parameter
         ?? throw new PeftSharpException("the model has no input embedding named transformer.wte or model.embed_tokens");
 
+    /// <inheritdoc/>
     protected override IDisposable Register(PromptModule module, PromptTuningConfig config) =>
         Model.Extensions.AddInputRewrite(new VirtualTokenPrompt(module, config.TotalVirtualTokens));
 }
@@ -80,18 +86,25 @@ public sealed class PTuningModel : PromptLearningModel<PromptEncoderConfig>
 
     PTuningModel(CausalLM model) : base(model) { }
 
+    /// <summary>A P-tuning model for <paramref name="model"/> without adapters yet.</summary>
     public static PTuningModel Attach(CausalLM model) => new(model);
 
+    /// <summary>PEFT's get_peft_model with a PromptEncoderConfig: one trainable, active adapter.</summary>
     public static PTuningModel Create(CausalLM model, PromptEncoderConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
         WithAdapter(new PTuningModel(model), adapter, config, seed);
 
+    /// <inheritdoc/>
     public override ITuner Tuner => TunerInstance;
+    /// <inheritdoc/>
     protected override string MethodName => "p_tuning";
+    /// <inheritdoc/>
     protected override int LayersOf(PromptEncoderConfig config) => 1;
 
+    /// <inheritdoc/>
     protected override PromptModule Create(string name, PromptEncoderConfig config, bool inference, Generator gen) =>
         new PromptEncoder(config, inference, gen, Model.Device);
 
+    /// <inheritdoc/>
     protected override IDisposable Register(PromptModule module, PromptEncoderConfig config) =>
         Model.Extensions.AddInputRewrite(new VirtualTokenPrompt(module, config.TotalVirtualTokens));
 }
@@ -103,18 +116,25 @@ public sealed class PrefixTuningModel : PromptLearningModel<PrefixTuningConfig>
 
     PrefixTuningModel(CausalLM model) : base(model) { }
 
+    /// <summary>A prefix-tuning model for <paramref name="model"/> without adapters yet.</summary>
     public static PrefixTuningModel Attach(CausalLM model) => new(model);
 
+    /// <summary>PEFT's get_peft_model with a PrefixTuningConfig: one trainable, active adapter.</summary>
     public static PrefixTuningModel Create(CausalLM model, PrefixTuningConfig config, string adapter = AdapterFiles.DefaultAdapter, long? seed = null) =>
         WithAdapter(new PrefixTuningModel(model), adapter, config, seed);
 
+    /// <inheritdoc/>
     public override ITuner Tuner => TunerInstance;
+    /// <inheritdoc/>
     protected override string MethodName => "prefix_tuning";
+    /// <inheritdoc/>
     protected override int LayersOf(PrefixTuningConfig config) => config.NumLayers!.Value;
 
+    /// <inheritdoc/>
     protected override PromptModule Create(string name, PrefixTuningConfig config, bool inference, Generator gen) =>
         new PrefixEncoder(config, inference, gen, Model.Device);
 
+    /// <inheritdoc/>
     protected override IDisposable Register(PromptModule module, PrefixTuningConfig config) =>
         Model.Extensions.AddKvPrefix(new PrefixKeyValues(module, config));
 }
@@ -122,26 +142,38 @@ public sealed class PrefixTuningModel : PromptLearningModel<PrefixTuningConfig>
 /// <summary>Prompt tuning in the tuner registry (<c>peft_type: "PROMPT_TUNING"</c>).</summary>
 public sealed class PromptTuningTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => PromptPeftTypes.PromptTuning;
+    /// <inheritdoc/>
     public string Name => "prompt tuning";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => PromptTuningConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => PromptTuningModel.Attach(model);
 }
 
 /// <summary>P-tuning in the tuner registry (<c>peft_type: "P_TUNING"</c>).</summary>
 public sealed class PTuningTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => PromptPeftTypes.PTuning;
+    /// <inheritdoc/>
     public string Name => "P-tuning";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => PromptEncoderConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => PTuningModel.Attach(model);
 }
 
 /// <summary>Prefix tuning in the tuner registry (<c>peft_type: "PREFIX_TUNING"</c>).</summary>
 public sealed class PrefixTuningTuner : ITuner
 {
+    /// <inheritdoc/>
     public string PeftType => PromptPeftTypes.PrefixTuning;
+    /// <inheritdoc/>
     public string Name => "prefix tuning";
+    /// <inheritdoc/>
     public PeftConfig LoadConfig(string adapterDir) => PrefixTuningConfig.Load(adapterDir);
+    /// <inheritdoc/>
     public ITunerModel Attach(CausalLM model) => PrefixTuningModel.Attach(model);
 }
