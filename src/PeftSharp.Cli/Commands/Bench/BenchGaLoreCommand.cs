@@ -23,14 +23,15 @@ namespace PeftSharp.Cli.Commands.Bench;
 /// </summary>
 public static class BenchGaLoreCommand
 {
-    static readonly string[] Methods = ["adamw", "galore", "lora"];
+    /// <summary>AdamW full, GaLore on attention and MLP (the default targets), GaLore also on the token embedding, LoRA.</summary>
+    static readonly string[] Methods = ["adamw", "galore", "galore+wte", "lora"];
 
     public static Command Create()
     {
         var config = BenchCommand.ConfigOption();
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 2 }.AtLeast(1);
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256 }.AtLeast(2);
-        var memSteps = new Option<int>("--memory-steps") { Description = "training steps per method for the memory part", DefaultValueFactory = _ => 2 }.AtLeast(1);
+        var memSteps = new Option<int>("--memory-steps") { Description = "training steps per method for the memory part (0: optimizer state only, counted on the meta device, no peak RSS)", DefaultValueFactory = _ => 2 }.AtLeast(0);
         var rank = new Option<int>("--galore-rank") { DefaultValueFactory = _ => 128 }.AtLeast(1);
         var demoBase = new Option<string>("--demo-base") { Description = "the demo's trained base model folder (quality part; skipped when missing)", DefaultValueFactory = _ => Path.Combine(".cache", "demo", "base-full-v1") };
         var qualitySteps = new Option<int>("--quality-steps") { Description = "training steps per method on the demo task (0: skip)", DefaultValueFactory = _ => 30 }.AtLeast(0);
@@ -56,8 +57,8 @@ public static class BenchGaLoreCommand
         var memory = new List<MemoryResult>();
         foreach (var method in Methods)
         {
-            Console.Error.WriteLine($"bench galore memory: {method} (child process)...");
-            memory.Add(RunChild(o, method));
+            Console.Error.WriteLine($"bench galore memory: {method}{(o.Steps > 0 ? " (child process)" : " (state only, meta device)")}...");
+            memory.Add(o.Steps > 0 ? RunChild(o, method) : StateOnly(o, method));
         }
         var adamw = memory[0];
         var quality = new List<(string Method, double Nll)>();
@@ -82,7 +83,8 @@ public static class BenchGaLoreCommand
                 memory = memory.Select(m => new
                 {
                     method = m.Method, optimizer_state_bytes = m.StateBytes, state_ratio_to_adamw = (double)m.StateBytes / adamw.StateBytes,
-                    peak_rss_bytes = m.PeakRssBytes, peak_ratio_to_adamw = (double)m.PeakRssBytes / adamw.PeakRssBytes, step_seconds = m.StepSeconds,
+                    peak_rss_bytes = m.PeakRssBytes, peak_ratio_to_adamw = adamw.PeakRssBytes > 0 ? (double)m.PeakRssBytes / adamw.PeakRssBytes : (double?)null,
+                    step_seconds = double.IsNaN(m.StepSeconds) ? (double?)null : m.StepSeconds,
                     trainable_parameters = m.TrainableParameters,
                 }),
                 quality = quality.Count == 0 ? null : new { steps = qualitySteps, base_nll = baseNll, nll = quality.ToDictionary(q => q.Method, q => q.Nll) },
@@ -105,12 +107,17 @@ public static class BenchGaLoreCommand
         return JsonSerializer.Deserialize<MemoryResult>(output.Trim().Split('\n')[^1])!;
     }
 
-    /// <summary>The child: one method, Steps steps on random tokens; one JSON line on stdout.</summary>
-    static int Child(Settings o, string method)
+    /// <summary>Optimizer state of one method on a model built on the meta device: exact byte counts, no memory used, no training.</summary>
+    static MemoryResult StateOnly(Settings o, string method)
     {
-        var config = ModelConfig.Load(o.Config);
-        using var model = ModelLoader.Create(config, ScalarType.Float32);
-        model.InitializeWeights(0);
+        using var model = ModelLoader.CreateMeta(ModelConfig.Load(o.Config));
+        var (groups, optimizer, trainable) = Setup(model, method, o.Rank, 1e-4);
+        using var used = optimizer ?? new AdamWOptimizer(groups);
+        return new MemoryResult(method, used.StateBytes, 0, double.NaN, trainable.Sum(p => p.Param.numel()));
+    }
+
+    static (List<ParameterGroup>, ITrainingOptimizer?, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)>) Setup(CausalLM model, string method, int rank, double lr)
+    {
         IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> trainable;
         if (method == "lora") trainable = LoraModel.Create(model, new LoraConfig { R = 8, LoraAlpha = 16 }, seed: 1).TrainableParameters();
         else
@@ -118,13 +125,19 @@ public static class BenchGaLoreCommand
             foreach (var p in model.parameters()) p.requires_grad = true;
             trainable = ParameterGroups.Trainable(model);
         }
-        var groups = ParameterGroups.DecayAndNoDecay(trainable, 1e-4, 0.0);
-        ITrainingOptimizer? optimizer = null;
-        if (method == "galore")
-        {
-            var galore = new GaLoreOptions { Rank = o.Rank };
-            optimizer = new GaLoreAdamW(groups, galore.Select(trainable), galore);
-        }
+        var groups = ParameterGroups.DecayAndNoDecay(trainable, lr, 0.0);
+        var galore = new GaLoreOptions { Rank = rank, TargetModules = method == "galore+wte" ? ["attn", "mlp", "wte", "embed_tokens"] : ["attn", "mlp"] };
+        ITrainingOptimizer? optimizer = method.StartsWith("galore", StringComparison.Ordinal) ? new GaLoreAdamW(groups, galore.Select(trainable), galore) : null;
+        return (groups, optimizer, trainable);
+    }
+
+    /// <summary>The child: one method, Steps steps on random tokens; one JSON line on stdout.</summary>
+    static int Child(Settings o, string method)
+    {
+        var config = ModelConfig.Load(o.Config);
+        using var model = ModelLoader.Create(config, ScalarType.Float32);
+        model.InitializeWeights(0);
+        var (groups, optimizer, trainable) = Setup(model, method, o.Rank, 1e-4);
         var random = new Random(0);
         var data = Enumerable.Range(0, o.Batch * o.Steps).Select(_ =>
         {
@@ -161,16 +174,7 @@ public static class BenchGaLoreCommand
         {
             Console.Error.WriteLine($"bench galore quality: {method}, {steps} steps of {batch}×{context}...");
             using var model = ModelLoader.Load(demoBase);
-            IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> trainable;
-            if (method == "lora") trainable = LoraModel.Create(model, new LoraConfig { R = 8, LoraAlpha = 16 }, seed: 1).TrainableParameters();
-            else
-            {
-                foreach (var p in model.parameters()) p.requires_grad = true;
-                trainable = ParameterGroups.Trainable(model);
-            }
-            var groups = ParameterGroups.DecayAndNoDecay(trainable, lr, 0.0);
-            var galore = new GaLoreOptions { Rank = rank };
-            ITrainingOptimizer? optimizer = method == "galore" ? new GaLoreAdamW(groups, galore.Select(trainable), galore) : null;
+            var (groups, optimizer, _) = Setup(model, method, rank, lr);
             var options = new TrainingOptions { MaxSteps = steps, BatchSize = batch, Schedule = ScheduleKind.Constant, LoggingSteps = 1000, Seed = 7 };
             using (var trainer = new Trainer(model, groups, options, train, optimizer: optimizer)) trainer.Train();
             results.Add((method == "adamw" ? "adamw full" : method == "galore" ? "galore full" : "lora r=8", Nll(model)));
