@@ -59,6 +59,7 @@ public static class TrainCommand
         public Option<bool> Json = CliOptions.Json();
         public QuantizationOptions Quantization = new();
         public DpTrainOptions Dp = new();
+        public GaLoreTrainOptions Optimizer = new();
 
         public Options()
         {
@@ -68,7 +69,7 @@ public static class TrainCommand
         /// <summary>Every option of the command: the common ones, the shared adapter knobs, then each method's own, then DP-SGD's.</summary>
         public Option[] All => [Model, Data, Out, Method, .. Shared.All, Steps, Epochs, Lr, WeightDecay, Schedule, WarmupRatio,
             BatchSize, GradAccum, SeqLen, MaxGradNorm, DType, EvalData, ValSplit, EvalSteps, SaveSteps, Seed, GradientCheckpointing,
-            .. Methods.SelectMany(m => m.Options).DistinctBy(x => x.Name), Resume, Config, Json, .. Dp.All];
+            .. Methods.SelectMany(m => m.Options).DistinctBy(x => x.Name), Resume, Config, Json, .. Dp.All, .. Optimizer.All];
     }
 
     static int Run(ParseResult parse, Options o)
@@ -80,6 +81,8 @@ public static class TrainCommand
         var method = o.Methods.FirstOrDefault(m => m.Name == methodName)
             ?? throw new PeftSharpException($"--method: expected {string.Join(", ", o.Methods.Select(m => m.Name))}, got \"{methodName}\"");
         var dtype = CliOptions.ParseDType(s.Get(o.DType));
+        o.Optimizer.UsesGaLore(s, method.Name);
+        if (!method.TrainsAdapter && parse.GetValue(o.Quantization.LoadIn4Bit)) throw new PeftSharpException($"--load-in-4bit: --method {method.Name} trains every weight, which a 4-bit base cannot; use an adapter method");
         var dpOptions = o.Dp.Enabled(s) ? o.Dp.Build(s, method.Name, s.Get(o.GradientCheckpointing), s.Get(o.BatchSize), s.Get(o.GradAccum), (ulong)s.Get(o.Seed)) : null;
         var schedule = s.Get(o.Schedule).ToLowerInvariant() switch
         {
@@ -111,16 +114,27 @@ public static class TrainCommand
         else if (s.Get(o.ValSplit) > 0) (train, validation) = DataFiles.Split(data.Examples, s.Get(o.ValSplit), seed);
 
         using var model = ModelLoader.Load(modelDir, dtype, null, o.Quantization.Parse(parse, modelDir, dtype));
-        var config = method.CreateConfig(s, o.Shared, model.Config);
-        config.BaseModelNameOrPath = modelDir;
-        var peft = new PeftModel(model);
-        peft.AddAdapter(AdapterFiles.DefaultAdapter, config, seed: (long)seed);
-        peft.SetAdapter(AdapterFiles.DefaultAdapter);
-        var hooks = method.Attach(peft, AdapterFiles.DefaultAdapter, config, s, o.Shared, seed);
-        Console.Error.WriteLine(peft.ParameterReport());
-
         double lr = s.Get(o.Lr), wd = s.Get(o.WeightDecay);
-        var groups = method.Groups(peft, lr, wd, s, o.Shared);
+        PeftModel? peft = null;
+        MethodHooks hooks = new();
+        IReadOnlyList<ParameterGroup> groups;
+        if (method.TrainsAdapter)
+        {
+            var config = method.CreateConfig(s, o.Shared, model.Config);
+            config.BaseModelNameOrPath = modelDir;
+            peft = new PeftModel(model);
+            peft.AddAdapter(AdapterFiles.DefaultAdapter, config, seed: (long)seed);
+            peft.SetAdapter(AdapterFiles.DefaultAdapter);
+            hooks = method.Attach(peft, AdapterFiles.DefaultAdapter, config, s, o.Shared, seed);
+            Console.Error.WriteLine(peft.ParameterReport());
+            groups = method.Groups(peft, lr, wd, s, o.Shared);
+        }
+        else
+        {
+            // Full fine-tuning: every weight trains; nanoGPT's decay / no-decay split.
+            foreach (var p in model.parameters()) p.requires_grad = true;
+            groups = ParameterGroups.DecayAndNoDecay(ParameterGroups.Trainable(model), lr, wd);
+        }
         var options = new TrainingOptions
         {
             MaxSteps = s.Get(o.Steps),
@@ -137,12 +151,17 @@ public static class TrainCommand
             LoggingSteps = 1,
             GradientCheckpointing = s.Get(o.GradientCheckpointing),
         };
-        void SaveAdapter(string dir) => peft.Save(dir, AdapterFiles.DefaultAdapter, modelDir);
+        // A full fine-tune's checkpoints already hold every weight (trainable.safetensors); the model folder is written at the end.
+        void SaveAdapter(string dir)
+        {
+            if (peft is not null) peft.Save(dir, AdapterFiles.DefaultAdapter, modelDir);
+            else if (dir == outDir) ModelSaver.SaveInto(model, modelDir, dir);
+        }
 
         // DP-SGD (train --dp-…): its own batches and gradients through Trainer.Gradients; the ordinary path is untouched.
         using var dp = dpOptions is null ? null
-            : new Privacy.DpSgd(model, peft.Get<LoraModel>() ?? throw new PeftSharpException("--dp-*: DP-SGD trains LoRA adapters only (--method lora)"),
-                                peft.TrainableParameters(), train, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0, dpOptions);
+            : new Privacy.DpSgd(model, peft?.Get<LoraModel>() ?? throw new PeftSharpException("--dp-*: DP-SGD trains LoRA adapters only (--method lora)"),
+                                peft!.TrainableParameters(), train, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0, dpOptions);
 
         var display = new ProgressDisplay();
         using var cancel = new CancellationTokenSource();
@@ -163,9 +182,15 @@ public static class TrainCommand
             Console.Error.WriteLine("\nSIGTERM: saving a checkpoint...");
         });
         TrainingResult result;
+        long optimizerStateBytes;
         try
         {
-            using var trainer = new Trainer(model, groups, options, train, validation, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0)
+            var optimizer = o.Optimizer.Build(s, method.Name, groups, options);
+            if (!method.TrainsAdapter) Console.Error.WriteLine($"trainable params: {model.parameters().Sum(p => p.numel()):N0} (every weight of the model)");
+            if (optimizer is not null)
+                Console.Error.WriteLine($"GaLore: rank {optimizer.Options.Rank}, update_proj_gap {optimizer.Options.UpdateProjGap}, scale {optimizer.Options.Scale}, " +
+                                        $"{optimizer.Projected.Count()} projected matrices; optimizer state {optimizer.StateBytes / 1e6:F1} MB");
+            using var trainer = new Trainer(model, groups, options, train, validation, tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0, optimizer)
             {
                 Progress = display,
                 BeforeStep = hooks.BeforeStep,
@@ -187,6 +212,7 @@ public static class TrainCommand
                 Console.Error.WriteLine($"resumed from {resumeFrom} at step {trainer.GlobalStep}");
             }
             result = display.Run(() => trainer.Train(cancel.Token));
+            optimizerStateBytes = trainer.Optimizer.StateBytes;
         }
         finally
         {
@@ -200,7 +226,7 @@ public static class TrainCommand
         LossPlot.Save(metrics, plot);
         var logged = MetricsLog.Read(metrics);
         var losses = logged.Where(m => m.Loss is double l && !double.IsNaN(l)).Select(m => m.Loss!.Value).ToList();
-        Console.WriteLine($"{(result.Cancelled ? "stopped" : "done")}: {result.Steps} steps, adapter in {outDir}, loss plot {plot}");
+        Console.WriteLine($"{(result.Cancelled ? "stopped" : "done")}: {result.Steps} steps, {(peft is null ? "model" : "adapter")} in {outDir}, loss plot {plot}");
         var spent = dp?.Spent(result.Steps);
         if (spent is { } sp) Console.WriteLine($"privacy spent: ε = {sp.Epsilon:G4} at δ = {dp!.Options.Delta:G3} (RDP accountant, order {sp.Order:G3})");
         if (s.Get(o.Json))
@@ -214,6 +240,11 @@ public static class TrainCommand
                 ["tokens_per_second"] = logged.LastOrDefault(m => m.TokensPerSecond is not null)?.TokensPerSecond,
                 ["adapter_dir"] = outDir,
             };
+            if (!method.TrainsAdapter)
+            {
+                summary["optimizer"] = s.Get(o.Optimizer.Optimizer).ToLowerInvariant();
+                summary["optimizer_state_bytes"] = optimizerStateBytes;
+            }
             if (spent is { } dpSpent)
             {
                 summary["epsilon"] = dpSpent.Epsilon;

@@ -27,6 +27,16 @@ public static class ModelSaver
             CopySideFiles(sourceDir, temp);
         });
 
+    /// <summary>
+    /// Writes the weights and side files into an existing folder (a full fine-tune's --out, which also holds its
+    /// checkpoints); each file is replaced atomically.
+    /// </summary>
+    public static void SaveInto(CausalLM model, string sourceDir, string outDir)
+    {
+        WriteWeights(model, sourceDir, outDir);
+        CopySideFiles(sourceDir, outDir);
+    }
+
     static void WriteWeights(CausalLM model, string sourceDir, string outDir)
     {
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
@@ -56,6 +66,6 @@ public static class ModelSaver
         var skip = WeightFilePatterns.SelectMany(p => Directory.EnumerateFiles(sourceDir, p)).ToHashSet();
         foreach (var name in except) skip.Add(Path.Combine(sourceDir, name));
         foreach (var file in Directory.EnumerateFiles(sourceDir))
-            if (!skip.Contains(file)) File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)));
+            if (!skip.Contains(file)) File.Copy(file, Path.Combine(outDir, Path.GetFileName(file)), overwrite: true);
     }
 }

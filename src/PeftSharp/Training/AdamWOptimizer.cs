@@ -18,7 +18,7 @@ namespace PeftSharp.Training;
 /// rounded value, so small updates are not lost to bf16 rounding. Adapters are float32 and need no master.
 /// A parameter whose gradient is null is skipped entirely (no decay, no step count), as torch does.
 /// </remarks>
-public sealed class AdamWOptimizer : IDisposable
+public sealed class AdamWOptimizer : ITrainingOptimizer
 {
     sealed class State
     {
@@ -106,6 +106,9 @@ public sealed class AdamWOptimizer : IDisposable
             foreach (var (_, p) in group.Parameters)
                 p.grad = null;
     }
+
+    /// <summary>Moments and float32 masters: 8 bytes per parameter, 12 for parameters kept with a master.</summary>
+    public long StateBytes => _state.Values.Sum(s => s.ExpAvg.NumberOfElements * 4 + s.ExpAvgSq.NumberOfElements * 4 + (s.Master?.NumberOfElements ?? 0) * 4);
 
     /// <summary>Updates made so far to the parameter <paramref name="name"/>.</summary>
     public long StepCount(string name) => _state[name].Step;

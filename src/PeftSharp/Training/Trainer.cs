@@ -16,7 +16,7 @@ namespace PeftSharp.Training;
 /// <para>One optimizer step: take <see cref="TrainingOptions.GradientAccumulationSteps"/> micro-batches from the
 /// loader; run each forward (<see cref="CausalLM.Hidden"/>) and backward (<see cref="CausalLMLoss.Backward"/>,
 /// scaled by 1 / labelled tokens of the whole step, so the step's loss is the token mean over all its
-/// micro-batches, whatever their padding); clip; AdamW with the schedule's factor; drop the gradients.</para>
+/// micro-batches, whatever their padding); clip; the optimizer (AdamW by default) with the schedule's factor; drop the gradients.</para>
 /// <para>Every step runs in its own dispose scope, so no tensor outlives it except parameters, gradients (dropped
 /// at the end of the step) and optimizer state.</para>
 /// <para>Mixed precision: the frozen base may be bf16 while trainable parameters (adapters) are float32; the layers
@@ -32,7 +32,7 @@ public sealed class Trainer : IDisposable
     readonly IReadOnlyList<TrainingExample> _train;
     readonly IReadOnlyList<TrainingExample> _validation;
     readonly long _padTokenId;
-    readonly AdamWOptimizer _optimizer;
+    readonly ITrainingOptimizer _optimizer;
     readonly DataLoader _loader;
     readonly MetricsLog? _metrics;
     long _step;
@@ -43,9 +43,12 @@ public sealed class Trainer : IDisposable
     /// <param name="train">Training examples (see <see cref="DataFiles"/>).</param>
     /// <param name="validation">Examples for <see cref="Evaluate"/>; null or empty: no evaluation.</param>
     /// <param name="padTokenId">Id written at padded positions (masked out; any valid id will do).</param>
+    /// <param name="optimizer">The optimizer over <paramref name="groups"/> (GaLore, for one); null: AdamW with the options' betas
+    /// and epsilon. The trainer owns it and disposes it.</param>
     /// <exception cref="PeftSharpException">An option is out of range, or there is nothing to train.</exception>
     public Trainer(CausalLM model, IReadOnlyList<ParameterGroup> groups, TrainingOptions options,
-                   IReadOnlyList<TrainingExample> train, IReadOnlyList<TrainingExample>? validation = null, long padTokenId = 0)
+                   IReadOnlyList<TrainingExample> train, IReadOnlyList<TrainingExample>? validation = null, long padTokenId = 0,
+                   ITrainingOptimizer? optimizer = null)
     {
         options.Validate();
         _parameters = ParameterGroups.All(groups);
@@ -64,7 +67,7 @@ public sealed class Trainer : IDisposable
         _train = train;
         _validation = validation ?? [];
         _padTokenId = padTokenId;
-        _optimizer = new AdamWOptimizer(groups, options.AdamBeta1, options.AdamBeta2, options.AdamEpsilon);
+        _optimizer = optimizer ?? new AdamWOptimizer(groups, options.AdamBeta1, options.AdamBeta2, options.AdamEpsilon);
         _loader = new DataLoader(train.Count, options.BatchSize, options.Seed, options.Shuffle);
         TotalSteps = options.MaxSteps ?? Math.Max(1, (long)options.Epochs * _loader.BatchesPerEpoch / options.GradientAccumulationSteps);
         long warmup = options.WarmupSteps > 0 ? options.WarmupSteps : LearningRateSchedule.WarmupFromRatio(options.WarmupRatio, TotalSteps);
@@ -117,8 +120,8 @@ public sealed class Trainer : IDisposable
     public long GlobalStep => _step;
     /// <summary>The learning-rate schedule.</summary>
     public LearningRateSchedule Schedule { get; }
-    /// <summary>The optimizer (its state is saved in checkpoints).</summary>
-    public AdamWOptimizer Optimizer => _optimizer;
+    /// <summary>The optimizer (AdamW, or GaLore-AdamW for full training); its state is saved in checkpoints.</summary>
+    public ITrainingOptimizer Optimizer => _optimizer;
     /// <summary>The data loader (its position is saved in checkpoints).</summary>
     public DataLoader Loader => _loader;
 

@@ -15,6 +15,7 @@ public static class BenchCommand
         BenchEvaluateCommand.Create(),
         BenchBitDeltaCommand.Create(),
         BenchTunersCommand.Create(),
+        BenchGaLoreCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

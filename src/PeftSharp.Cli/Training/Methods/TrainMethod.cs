@@ -47,6 +47,9 @@ public abstract class TrainMethod
     /// <summary>The --method value ("lora", "ia3").</summary>
     public abstract string Name { get; }
 
+    /// <summary>False for methods that train the model's own weights (<c>full</c>): no adapter is added and --out gets the model.</summary>
+    public virtual bool TrainsAdapter => true;
+
     /// <summary>Options only this method reads; added to <c>train</c> and accepted as --config keys.</summary>
     public virtual IReadOnlyList<Option> Options => [];
 
