@@ -145,7 +145,10 @@ public static class FederatedCommand
                 });
             return 0;
         }));
-        return new Command("federated", "federated LoRA: clients train locally, a server aggregates adapters") { simulate };
+        return new Command("federated", "federated LoRA: clients train locally, a server aggregates adapters")
+        {
+            simulate, FederatedServerCommand.Create(), FederatedClientCommand.Create(),
+        };
     }
 
     static object RoundJson(RoundResult r) => new
@@ -154,7 +157,7 @@ public static class FederatedCommand
         fedavg_inexactness = r.FedAvgInexactness, seconds = r.Seconds,
     };
 
-    static void SavePlot(List<(int Round, double Loss)> losses, string path, string aggregation)
+    internal static void SavePlot(List<(int Round, double Loss)> losses, string path, string aggregation)
     {
         var plot = new ScottPlot.Plot();
         var points = losses.Where(l => double.IsFinite(l.Loss)).ToList();
