@@ -17,6 +17,8 @@ public sealed record ServerOptions
     public bool AllowRuntimeAdapters { get; init; }
     public int MaxBatchSize { get; init; } = 16;
     public int MaxLoadedAdapters { get; init; } = 8;
+    /// <summary>Positions (rows × padded prompt length) one prefill forward may hold; requests beyond it prefill in another forward.</summary>
+    public int MaxPrefillTokens { get; init; } = 4096;
     public long MaxBodyBytes { get; init; } = 1 << 20;
     /// <summary>Prompt tokens allowed (null: the model's context minus one).</summary>
     public int? MaxPromptTokens { get; init; }
@@ -34,6 +36,7 @@ public sealed record ServerOptions
         static void Positive(string flag, long v) { if (v <= 0) throw new PeftSharpException($"{flag}: expected a positive number, got {v}"); }
         Positive("--max-batch-size", MaxBatchSize);
         Positive("--max-loaded-adapters", MaxLoadedAdapters);
+        Positive("--max-prefill-tokens", MaxPrefillTokens);
         Positive("--max-body-bytes", MaxBodyBytes);
         Positive("--max-tokens-limit", MaxTokensLimit);
         Positive("--max-connections", MaxConnections);

@@ -31,6 +31,7 @@ public static class ServeCommand
         var d = new ServerOptions();
         var maxBatch = new Option<int>("--max-batch-size") { Description = "rows decoded together", DefaultValueFactory = _ => d.MaxBatchSize };
         var maxLoaded = new Option<int>("--max-loaded-adapters") { Description = "adapters resident at once; the least recently used is unloaded beyond it", DefaultValueFactory = _ => d.MaxLoadedAdapters };
+        var maxPrefill = new Option<int>("--max-prefill-tokens") { Description = "positions (rows x padded prompt length) one prefill forward may hold", DefaultValueFactory = _ => d.MaxPrefillTokens };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "largest request body", DefaultValueFactory = _ => d.MaxBodyBytes };
         var maxPrompt = new Option<int?>("--max-prompt-tokens") { Description = "longest prompt (default: the model's context minus one)" };
         var maxTokens = new Option<int>("--max-tokens-limit") { Description = "largest max_tokens a request may ask for", DefaultValueFactory = _ => d.MaxTokensLimit };
@@ -43,7 +44,7 @@ public static class ServeCommand
         var quantization = new QuantizationOptions();
         var command = new Command("serve", "serve a model and its adapters over an OpenAI-compatible HTTP API")
         {
-            model, adapters, adapterDir, allowRuntime, host, port, name, apiKey, maxBatch, maxLoaded, maxBody, maxPrompt, maxTokens,
+            model, adapters, adapterDir, allowRuntime, host, port, name, apiKey, maxBatch, maxLoaded, maxPrefill, maxBody, maxPrompt, maxTokens,
             maxConnections, maxQueue, timeout, drain, dtype, device,
         };
         quantization.AddTo(command);
@@ -61,6 +62,7 @@ public static class ServeCommand
                 AllowRuntimeAdapters = parse.GetValue(allowRuntime),
                 MaxBatchSize = parse.GetValue(maxBatch),
                 MaxLoadedAdapters = parse.GetValue(maxLoaded),
+                MaxPrefillTokens = parse.GetValue(maxPrefill),
                 MaxBodyBytes = parse.GetValue(maxBody),
                 MaxPromptTokens = parse.GetValue(maxPrompt),
                 MaxTokensLimit = parse.GetValue(maxTokens),
@@ -76,7 +78,7 @@ public static class ServeCommand
             using var loaded = ModelLoader.Load(modelDir, dt, CliOptions.ParseDevice(parse.GetValue(device)!), quantization.Parse(parse, modelDir, dt));
             loaded.eval();
             string servedName = options.ServedModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)));
-            var served = new ServedModel(loaded, tokenizer, new LoraAdapterBackend(loaded), servedName);
+            var served = new ServedModel(loaded, tokenizer, new PeftAdapterBackend(loaded), servedName);
             var app = ServerHost.Build(served, options, logToConsole: true);
             app.Start();
             Console.Error.WriteLine($"serving {servedName} ({options.Adapters.Count} adapters) on {string.Join(", ", app.Urls)}; Ctrl+C or SIGTERM stops after running requests finish");

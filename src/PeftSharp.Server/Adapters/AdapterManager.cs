@@ -6,7 +6,8 @@ public enum EnsureResult { Ready, NotFound, Busy, Failed }
 /// <summary>
 /// Which adapters the server knows (name → folder) and which of them are loaded in slots, at most
 /// <c>maxLoaded</c> at a time; beyond that the least recently used adapter that no running row uses is unloaded
-/// (vLLM's LRU cache of LoRA slots). Names are the public ones from requests; slots ("s0", "s1", ...) are what
+/// (vLLM's LRU cache of LoRA slots); a format that holds one adapter per model evicts its resident adapter
+/// (<see cref="IAdapterBackend.Blocker"/>). Names are the public ones from requests; slots ("s0", "s1", ...) are what
 /// the backend sees, so any name a client uses is safe there. Loading and unloading happen on the engine thread,
 /// between decode steps; registering and listing are safe from any thread.
 /// </summary>
@@ -82,6 +83,18 @@ public sealed class AdapterManager(IAdapterBackend backend, int maxLoaded, Adapt
             if (!known.TryGetValue(name, out dir!)) return (EnsureResult.NotFound, null, null);
             if (loaded.TryGetValue(name, out var l)) { l.LastUsed = ++clock; return (EnsureResult.Ready, l.Slot, null); }
         }
+        string? blocker;
+        try { blocker = backend.Blocker(dir); }
+        catch (Exception e) when (e is PeftSharpException or IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            return (EnsureResult.Failed, null, e.Message);
+        }
+        if (blocker is not null)
+        {
+            // A format that holds one adapter per model: the resident one leaves first, once no running row uses it.
+            if (inUse.Contains(blocker)) return (EnsureResult.Busy, null, null);
+            UnloadSlot(blocker);
+        }
         if (LoadedCount >= maxLoaded && !Evict(inUse)) return (EnsureResult.Busy, null, null);
         string slot = TakeSlot();
         try
@@ -129,6 +142,21 @@ public sealed class AdapterManager(IAdapterBackend backend, int maxLoaded, Adapt
         freeSlots.Add(slot);
         Evictions++;
         return true;
+    }
+
+    void UnloadSlot(string slot)
+    {
+        backend.Unload(slot);
+        lock (gate)
+        {
+            if (!retired.Remove(slot))
+            {
+                var name = loaded.First(l => l.Value.Slot == slot).Key;
+                loaded.Remove(name);
+                Evictions++;
+            }
+        }
+        freeSlots.Add(slot);
     }
 
     /// <summary>Adapters unloaded to make room (a metric).</summary>

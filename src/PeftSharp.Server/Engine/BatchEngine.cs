@@ -14,9 +14,11 @@ public enum SubmitResult { Accepted, QueueFull, Draining }
 
 /// <summary>
 /// Continuous batching on one thread that owns the model: requests wait in a bounded queue; between decode steps
-/// finished rows leave and waiting requests join (each is prefilled alone, then its KV cache is appended to the
-/// batch's, right-aligned), and every step runs one forward for all rows, each row with its own adapter. Greedy
-/// results do not depend on what else is in the batch: each row keeps its own positions and masks the padding.
+/// finished rows leave and waiting requests join (those joining together are prefilled in shared left-padded
+/// forwards, then their KV cache is appended to the batch's, right-aligned). Every step runs one forward for the
+/// shared group (base and gathered LoRA rows, each with its own adapter, and rows whose soft prompt is already in
+/// their cache) and one per own-batch adapter in use ((IA)³, bottleneck...). Greedy results do not depend on what
+/// else is in the batch: each row keeps its own positions and masks the padding.
 /// </summary>
 public sealed class BatchEngine : IHostedService, IDisposable
 {
@@ -29,9 +31,10 @@ public sealed class BatchEngine : IHostedService, IDisposable
     readonly ConcurrentQueue<Action> commands = new();
     readonly SemaphoreSlim wake = new(0);
     readonly TaskCompletionSource stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    readonly List<Row> rows = [];
+    const string SharedGroup = "";
+    readonly Dictionary<string, Group> groups = new(StringComparer.Ordinal); // SharedGroup, or an own-batch adapter's slot
+    readonly List<Start> starting = [];
     readonly List<GenerationRequest> waiting = []; // need an adapter slot that running rows hold
-    KvCache? cache;
     Thread? thread;
     volatile bool draining, stopRequested, abort;
     volatile int batchSize, waitingCount;
@@ -120,19 +123,21 @@ public sealed class BatchEngine : IHostedService, IDisposable
                 {
                     adapters.Collect(InUseSlots());
                     Admit();
-                    if (rows.Count > 0) Step();
+                    foreach (var group in groups.Values.ToList())
+                        if (group.Rows.Count > 0) Step(group);
                 }
                 catch (Exception e)
                 {
                     // A bug or an allocation failure: fail the running rows, keep serving.
                     logger.LogError(e, "decode step failed");
-                    foreach (var r in rows) r.Fail(500, "server_error", "internal error while generating");
-                    rows.Clear();
-                    ResetCache();
+                    foreach (var r in AllRows) r.Fail(500, "server_error", "internal error while generating");
+                    foreach (var s in starting) s.Request.Emit(new Failed(500, "server_error", "internal error while generating"));
+                    starting.Clear();
+                    ResetCaches();
                 }
-                batchSize = rows.Count;
+                batchSize = RowCount;
                 waitingCount = waiting.Count;
-                if (rows.Count == 0)
+                if (RowCount == 0)
                 {
                     if (stopRequested && queue.Reader.Count == 0 && waiting.Count == 0) break;
                     wake.Wait(100);
@@ -141,7 +146,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
         }
         finally
         {
-            ResetCache();
+            ResetCaches();
             stopped.TrySetResult();
         }
     }
@@ -151,12 +156,17 @@ public sealed class BatchEngine : IHostedService, IDisposable
         while (commands.TryDequeue(out var command)) command();
     }
 
-    HashSet<string> InUseSlots() => rows.Where(r => r.Slot is not null).Select(r => r.Slot!).ToHashSet(StringComparer.Ordinal);
+    IEnumerable<Row> AllRows => groups.Values.SelectMany(g => g.Rows);
+    int RowCount => groups.Values.Sum(g => g.Rows.Count);
+
+    /// <summary>Slots that running rows (and requests about to be prefilled) need: these cannot be unloaded.</summary>
+    HashSet<string> InUseSlots() =>
+        AllRows.Select(r => r.Slot).Concat(starting.Select(s => s.Slot)).OfType<string>().ToHashSet(StringComparer.Ordinal);
 
     void FailAll(int status, string type, string message)
     {
-        foreach (var r in rows) r.Fail(status, type, message);
-        rows.Clear();
+        foreach (var r in AllRows) r.Fail(status, type, message);
+        ResetCaches();
         foreach (var w in waiting) w.Emit(new Failed(status, type, message));
         waiting.Clear();
         while (queue.Reader.TryRead(out var q)) q.Emit(new Failed(status, type, message));
@@ -164,17 +174,23 @@ public sealed class BatchEngine : IHostedService, IDisposable
 
     void Admit()
     {
-        // Requests waiting for an adapter slot go first, in arrival order; then the queue.
-        for (int i = 0; i < waiting.Count && rows.Count < options.MaxBatchSize; )
+        // Requests waiting for an adapter slot go first, in arrival order; then the queue. All that start now are
+        // prefilled together.
+        int room = options.MaxBatchSize - RowCount;
+        for (int i = 0; i < waiting.Count && starting.Count < room; )
         {
             if (TryStart(waiting[i])) waiting.RemoveAt(i);
             else i++;
         }
-        while (rows.Count < options.MaxBatchSize && waiting.Count < options.MaxQueue && queue.Reader.TryRead(out var request))
+        while (starting.Count < room && waiting.Count < options.MaxQueue && queue.Reader.TryRead(out var request))
             if (!TryStart(request)) waiting.Add(request);
+        if (starting.Count == 0) return;
+        var batch = starting.ToList();
+        Prefill(batch);
+        starting.Clear();
     }
 
-    /// <summary>Starts the request (or ends it with an error); false when it must wait for an adapter slot.</summary>
+    /// <summary>Queues the request for this round's prefill (or ends it with an error); false when it must wait for an adapter slot.</summary>
     bool TryStart(GenerationRequest request)
     {
         if (request.Cancelled) { request.Emit(new Failed(499, "invalid_request_error", "client closed the request")); return true; }
@@ -183,58 +199,119 @@ public sealed class BatchEngine : IHostedService, IDisposable
             request.Emit(new Failed(504, "server_error", $"the request waited longer than the server's request timeout ({options.RequestTimeout.TotalSeconds:0} s)"));
             return true;
         }
-        string? slot = null;
-        if (request.Adapter is string name)
+        if (request.Adapter is not string name) { starting.Add(new Start(request, null, RowMode.Gathered)); return true; }
+        var (result, slot, error) = adapters.Ensure(name, InUseSlots());
+        switch (result)
         {
-            var (result, s, error) = adapters.Ensure(name, InUseSlots());
-            switch (result)
-            {
-                case EnsureResult.Busy: return false;
-                case EnsureResult.NotFound:
-                    request.Emit(new Failed(404, "invalid_request_error", $"The model `{name}` does not exist.", "model_not_found"));
-                    return true;
-                case EnsureResult.Failed:
-                    request.Emit(new Failed(400, "invalid_request_error", $"adapter `{name}` cannot be loaded: {error}"));
-                    return true;
-            }
-            slot = s;
+            case EnsureResult.Busy: return false;
+            case EnsureResult.NotFound:
+                request.Emit(new Failed(404, "invalid_request_error", $"The model `{name}` does not exist.", "model_not_found"));
+                return true;
+            case EnsureResult.Failed:
+                request.Emit(new Failed(400, "invalid_request_error", $"adapter `{name}` cannot be loaded: {error}"));
+                return true;
         }
-        Prefill(request, slot);
+        starting.Add(new Start(request, slot, served.Adapters.ModeOf(slot!)));
         return true;
     }
 
-    void Prefill(GenerationRequest request, string? slot)
+    /// <summary>
+    /// Prefills the requests that start in this round, as few forwards as is correct: base and gathered (LoRA) rows in
+    /// left-padded batches with per-row adapters; an own-batch adapter's rows in batches of their own; a prefill-only
+    /// adapter's rows (virtual tokens or prefixes go in front of the prompt, which padding would split) one by one.
+    /// </summary>
+    void Prefill(List<Start> batch)
     {
-        var model = served.Model;
-        using var single = model.NewCache();
-        float[] logits;
-        using (var scope = NewDisposeScope())
-        using (served.Adapters.UseRows([slot]))
-        {
-            var ids = tensor(request.PromptIds.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0);
-            var hidden = model.Hidden(ids, single);
-            logits = model.Logits(hidden[0, -1]).to_type(ScalarType.Float32).cpu().data<float>().ToArray();
-        }
-        metrics.Prompt(request.PromptIds.Count);
-        var row = new Row(request, slot, served);
-        metrics.FirstToken(DateTime.UtcNow - request.Arrived);
-        row.Accept(logits);
-        metrics.Generated([request.Adapter ?? served.Name], 1);
-        if (row.Done) { Complete(row); return; }
-        cache ??= model.NewCache();
-        cache.AppendRows(single);
-        rows.Add(row);
+        var gathered = batch.Where(s => s.Mode == RowMode.Gathered).ToList();
+        foreach (var chunk in Chunks(gathered))
+            PrefillBatch(chunk, () => served.Adapters.UseRows(chunk.Select(s => s.Slot).ToList()), SharedGroup);
+        foreach (var own in batch.Where(s => s.Mode == RowMode.OwnBatch).GroupBy(s => s.Slot!))
+            foreach (var chunk in Chunks(own.ToList()))
+                PrefillBatch(chunk, () => served.Adapters.Use(own.Key), own.Key);
+        foreach (var one in batch.Where(s => s.Mode == RowMode.PrefillOnly))
+            PrefillBatch([one], () => served.Adapters.Use(one.Slot!), SharedGroup);
     }
 
-    void Step()
+    /// <summary>Splits starts so that a padded prefill holds at most <see cref="ServerOptions.MaxPrefillTokens"/> positions (one row always fits).</summary>
+    IEnumerable<List<Start>> Chunks(List<Start> starts)
+    {
+        var chunk = new List<Start>();
+        int width = 0;
+        foreach (var s in starts.OrderBy(s => s.Request.PromptIds.Count))
+        {
+            int w = Math.Max(width, s.Request.PromptIds.Count);
+            if (chunk.Count > 0 && (long)w * (chunk.Count + 1) > options.MaxPrefillTokens)
+            {
+                yield return chunk;
+                chunk = [];
+                w = s.Request.PromptIds.Count;
+            }
+            chunk.Add(s);
+            width = w;
+        }
+        if (chunk.Count > 0) yield return chunk;
+    }
+
+    void PrefillBatch(List<Start> starts, Func<IDisposable> useAdapters, string groupKey)
     {
         var model = served.Model;
-        var c = cache!;
+        int b = starts.Count;
+        int width = starts.Max(s => s.Request.PromptIds.Count);
+        var padding = starts.Select(s => (long)(width - s.Request.PromptIds.Count)).ToArray();
+        var input = new long[b * width];
+        for (int r = 0; r < b; r++)
+        {
+            var ids = starts[r].Request.PromptIds;
+            for (int j = 0; j < ids.Count; j++) input[r * width + padding[r] + j] = ids[j];
+        }
+        using var fresh = model.NewCache();
+        fresh.LeftPadding = padding.Any(p => p > 0) ? padding : null;
+        float[] all;
+        long vocab;
+        using (var scope = NewDisposeScope())
+        using (useAdapters())
+        {
+            var ids = tensor(input, device: model.Device).view(b, width);
+            var hidden = model.Hidden(ids, fresh, fresh.KeyMask(width, model.Device));
+            var logits = model.Logits(hidden.select(1, -1)).to_type(ScalarType.Float32).cpu();
+            vocab = logits.shape[1];
+            all = logits.data<float>().ToArray();
+        }
+        metrics.PrefillBatch(b);
+        var keep = new List<int>();
+        var started = new List<Row>();
+        for (int r = 0; r < b; r++)
+        {
+            var s = starts[r];
+            metrics.Prompt(s.Request.PromptIds.Count);
+            // A prefill-only adapter has done its work once the prompt is cached: the row decodes as the base model.
+            var row = new Row(s.Request, s.Mode == RowMode.PrefillOnly ? null : s.Slot, s.Mode == RowMode.Gathered ? s.Slot : null, served);
+            metrics.FirstToken(DateTime.UtcNow - s.Request.Arrived);
+            row.Accept(all.AsSpan((int)(r * vocab), (int)vocab).ToArray());
+            metrics.Generated([s.Request.Adapter ?? served.Name], 1);
+            if (row.Done) { Complete(row); continue; }
+            keep.Add(r);
+            started.Add(row);
+        }
+        if (keep.Count == 0) return;
+        if (keep.Count < b) fresh.SelectRows(keep);
+        if (!groups.TryGetValue(groupKey, out var group))
+            groups[groupKey] = group = new Group(groupKey == SharedGroup ? null : groupKey);
+        group.Cache ??= model.NewCache();
+        group.Cache.AppendRows(fresh);
+        group.Rows.AddRange(started);
+    }
+
+    void Step(Group group)
+    {
+        var model = served.Model;
+        var c = group.Cache!;
+        var rows = group.Rows;
         int b = rows.Count;
         float[] all;
         long vocab;
         using (var scope = NewDisposeScope())
-        using (served.Adapters.UseRows(rows.Select(r => r.Slot).ToList()))
+        using (group.Exclusive is string slot ? served.Adapters.Use(slot) : served.Adapters.UseRows(rows.Select(r => r.RowSlot).ToList()))
         {
             var input = tensor(rows.Select(r => (long)r.LastToken).ToArray(), device: model.Device).view(b, 1);
             var mask = c.KeyMask(1, model.Device);
@@ -266,8 +343,10 @@ public sealed class BatchEngine : IHostedService, IDisposable
         var remaining = keep.Select(i => rows[i]).ToList();
         rows.Clear();
         rows.AddRange(remaining);
-        if (rows.Count == 0) ResetCache();
-        else c.SelectRows(keep);
+        if (rows.Count > 0) { c.SelectRows(keep); return; }
+        group.Cache = null;
+        c.Dispose();
+        if (group.Exclusive is not null) groups.Remove(group.Exclusive);
     }
 
     void Complete(Row row)
@@ -275,20 +354,36 @@ public sealed class BatchEngine : IHostedService, IDisposable
         if (!row.Failed) metrics.Completed(DateTime.UtcNow - row.Request.Arrived);
     }
 
-    void ResetCache()
+    void ResetCaches()
     {
-        cache?.Dispose();
-        cache = null;
+        foreach (var g in groups.Values) g.Cache?.Dispose();
+        groups.Clear();
     }
 
     public void Dispose()
     {
         wake.Dispose();
-        ResetCache();
+        ResetCaches();
+    }
+
+    /// <summary>A request whose adapter is resident, to be prefilled in this round.</summary>
+    readonly record struct Start(GenerationRequest Request, string? Slot, RowMode Mode);
+
+    /// <summary>
+    /// Rows that decode together in one forward over one KV cache: the shared group (base model, gathered LoRA rows,
+    /// rows whose prefill-only adapter is done) or the rows of one own-batch adapter (<see cref="Exclusive"/>).
+    /// </summary>
+    sealed class Group(string? exclusive)
+    {
+        public string? Exclusive { get; } = exclusive;
+        public List<Row> Rows { get; } = [];
+        public KvCache? Cache { get; set; }
     }
 
     /// <summary>One running request: its sampler, the text it has produced, and when it stops.</summary>
-    sealed class Row(GenerationRequest request, string? slot, ServedModel served)
+    /// <param name="slot">the adapter slot the row needs while it runs (null: none, or a prefill-only adapter whose work is done).</param>
+    /// <param name="rowSlot">the gathered adapter slot the row passes to the per-row forward (null: the base model).</param>
+    sealed class Row(GenerationRequest request, string? slot, string? rowSlot, ServedModel served)
     {
         readonly Sampler sampler = new(request.Sampling.Temperature, request.Sampling.TopP, request.Sampling.Seed);
         readonly TextStream text = new(served.Decode, request.Sampling.Stop ?? []);
@@ -298,6 +393,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
 
         public GenerationRequest Request { get; } = request;
         public string? Slot { get; } = slot;
+        public string? RowSlot { get; } = rowSlot;
         public int LastToken => generated[^1];
         public bool Done { get; private set; }
         public bool Failed { get; private set; }

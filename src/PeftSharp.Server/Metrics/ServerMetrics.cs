@@ -23,7 +23,7 @@ public sealed class ServerMetrics
     readonly Dictionary<string, long> tokensByModel = new(StringComparer.Ordinal);
     readonly Histogram ttft = new(), e2e = new();
     readonly Queue<(DateTime Time, int Tokens)> recent = new();
-    long promptTokens, generationTokens, steps, stepRows;
+    long promptTokens, generationTokens, steps, stepRows, prefills, prefillRows;
 
     /// <summary>Gauges read when /metrics is served.</summary>
     public Func<int> QueueLength { get; set; } = () => 0;
@@ -38,6 +38,12 @@ public sealed class ServerMetrics
     }
 
     public void Prompt(int tokens) => Interlocked.Add(ref promptTokens, tokens);
+
+    /// <summary>One prefill forward ran over <paramref name="rows"/> new requests.</summary>
+    public void PrefillBatch(int rows)
+    {
+        lock (gate) { prefills++; prefillRows += rows; }
+    }
 
     public void FirstToken(TimeSpan latency) => Observe(ttft, latency.TotalSeconds);
 
@@ -93,6 +99,10 @@ public sealed class ServerMetrics
             sb.Append(c, $"peftsharp_batch_size {BatchSize()}\n");
             Head("peftsharp_mean_batch_size", "gauge", "Mean rows per decode step since start.");
             sb.Append(c, $"peftsharp_mean_batch_size {(steps == 0 ? 0 : (double)stepRows / steps):G6}\n");
+            Head("peftsharp_prefill_forwards_total", "counter", "Prefill forwards run (several new requests share one when they arrive together).");
+            sb.Append(c, $"peftsharp_prefill_forwards_total {prefills}\n");
+            Head("peftsharp_mean_prefill_batch_size", "gauge", "Mean requests per prefill forward since start.");
+            sb.Append(c, $"peftsharp_mean_prefill_batch_size {(prefills == 0 ? 0 : (double)prefillRows / prefills):G6}\n");
             Head("peftsharp_loaded_adapters", "gauge", "Adapters resident in slots.");
             sb.Append(c, $"peftsharp_loaded_adapters {LoadedAdapters()}\n");
             Head("peftsharp_adapter_evictions_total", "counter", "Adapters unloaded to make room (least recently used first).");

@@ -23,7 +23,7 @@ public sealed class BatchEngineTests(ServerFixture fixture) : IClassFixture<Serv
         {
             Model = ModelLoader.Load(fixture.ModelDir);
             Model.eval();
-            var backend = new LoraAdapterBackend(Model);
+            var backend = new PeftAdapterBackend(Model);
             var served = new ServedModel(Model, fixture.Tokenizer, backend, "tiny");
             var adapters = new AdapterManager(backend, options.MaxLoadedAdapters, new AdapterPaths(fixture.AdapterDir));
             Batch = new BatchEngine(served, adapters, options, Metrics, NullLogger<BatchEngine>.Instance);

@@ -67,7 +67,7 @@ public sealed class ServerFixture : IDisposable
     {
         var model = ModelLoader.Load(ModelDir);
         model.eval();
-        var served = new ServedModel(model, Tokenizer, new LoraAdapterBackend(model), "tiny");
+        var served = new ServedModel(model, Tokenizer, new PeftAdapterBackend(model), "tiny");
         var app = ServerHost.Build(served, (options ?? new ServerOptions()) with { Host = "127.0.0.1", Port = 0 });
         app.StartAsync().GetAwaiter().GetResult();
         return new RunningServer(app, model);

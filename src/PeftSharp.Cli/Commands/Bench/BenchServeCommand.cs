@@ -75,7 +75,7 @@ public static class BenchServeCommand
                 Host = "127.0.0.1", Port = 0, MaxBatchSize = maxBatch, MaxLoadedAdapters = adapterCount, MaxQueue = 1024,
                 AdapterDir = temp, Adapters = names.Select(n => (n, Path.Combine(temp, n))).ToList(),
             };
-            var served = new ServedModel(loaded, tokenizer, new LoraAdapterBackend(loaded), "base");
+            var served = new ServedModel(loaded, tokenizer, new PeftAdapterBackend(loaded), "base");
             var app = ServerHost.Build(served, options);
             app.StartAsync().GetAwaiter().GetResult();
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(timeLimit);
