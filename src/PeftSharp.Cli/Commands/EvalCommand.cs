@@ -17,25 +17,26 @@ public static class EvalCommand
         var device = CliOptions.DeviceOption();
         var json = CliOptions.Json();
         var adapters = ModelSession.AdapterOption();
+        var activeAdapters = ModelSession.ActiveAdapterOption();
         var rank = ModelSession.RankOption();
         var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, rank, delta };
+        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, activeAdapters, rank, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(text)!, parse.GetValue(context),
-            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
+            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
     {
         var dtype = CliOptions.ParseDType(dtypeName);
         var device = CliOptions.ParseDevice(deviceName);
         ModelConfig.Load(modelDir); // the model folder first: the cheapest check of what the user pointed at
         if (!File.Exists(textPath)) throw new PeftSharpException($"--text {textPath}: file not found");
         var tokenizer = ModelTokenizer.Load(modelDir);
-        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype));
+        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype), active);
         BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
         var model = session.Model;
         var ids = tokenizer.Encode(File.ReadAllText(textPath), addSpecialTokens: true);

@@ -28,19 +28,20 @@ public static class GenerateCommand
         var device = CliOptions.DeviceOption();
         var json = CliOptions.Json();
         var adapters = ModelSession.AdapterOption();
+        var activeAdapters = ModelSession.ActiveAdapterOption();
         var rank = ModelSession.RankOption();
         var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, rank, delta };
+        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, activeAdapters, rank, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(prompt)!, parse.GetValue(chat), parse.GetValue(system),
             new GenerationOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)),
-            parse.GetValue(adapters)!, parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
+            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
     {
         if (system is not null && !chat) throw new PeftSharpException("--system: only meaningful with --chat");
         var dtype = CliOptions.ParseDType(dtypeName);
@@ -48,7 +49,7 @@ public static class GenerateCommand
         ModelConfig.Load(modelDir); // the model folder first: the cheapest check of what the user pointed at
         var tokenizer = ModelTokenizer.Load(modelDir);
         string text = chat ? RenderChat(tokenizer, modelDir, system, prompt) : prompt;
-        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype));
+        using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype), active);
         BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
         var model = session.Model;
         var generator = new TextGenerator(model, tokenizer);

@@ -36,11 +36,11 @@ public static class InspectCommand
         if (adapterDirs.Length > 0)
         {
             // As get_peft_model then load_adapter: the first adapter is active and trainable, the others loaded frozen.
-            var names = ModelSession.AdapterNames(adapterDirs);
+            var (names, dirs) = ModelSession.ParseAdapters(adapterDirs);
             var peft = new PeftModel(model);
             for (int i = 0; i < adapterDirs.Length; i++)
             {
-                var adapterConfig = TunerRegistry.ForFolder(adapterDirs[i]).LoadConfig(adapterDirs[i]);
+                var adapterConfig = TunerRegistry.ForFolder(dirs[i]).LoadConfig(dirs[i]);
                 peft.AddAdapter(names[i], adapterConfig, trainable: i == 0);
             }
             peft.SetAdapter(names[0]);

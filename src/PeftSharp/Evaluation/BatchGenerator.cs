@@ -24,7 +24,7 @@ public sealed class BatchGenerator(CausalLM model, ModelTokenizer tokenizer)
         int rows = prompts.Count;
         var generated = Enumerable.Range(0, rows).Select(_ => new List<int>()).ToList();
         if (rows == 0) return generated;
-        int limit = model.Config.ContextLength;
+        int limit = model.TokenContext; // less the positions soft prompts take in front
         for (int r = 0; r < rows; r++)
         {
             if (prompts[r].Length == 0) throw new PeftSharpException($"generate: prompt {r + 1} encodes to no tokens");

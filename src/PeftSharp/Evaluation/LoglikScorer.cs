@@ -98,7 +98,7 @@ public sealed class LoglikScorer(CausalLM model, ModelTokenizer? tokenizer)
             if (conts[i].Length == 0) throw new PeftSharpException($"loglik: choice {i + 1} (\"{continuations[i]}\") encodes to no tokens");
         }
         // As the harness: keep the last tokens when context + continuation exceed the model's window.
-        int limit = model.Config.AttentionSpan;
+        int limit = model.Config.AttentionSpan - model.Extensions.LeadingPositions; // soft prompts take positions in front
         int longest = conts.Max(c => c.Length);
         if (longest >= limit) throw new PeftSharpException($"loglik: a choice of {longest} tokens leaves no room for context in the model's {limit}");
         if (ctx.Count + longest > limit) ctx.RemoveRange(0, ctx.Count + longest - limit);

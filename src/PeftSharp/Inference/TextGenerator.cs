@@ -26,9 +26,12 @@ public sealed class TextGenerator(CausalLM model, ModelTokenizer tokenizer)
         if (tokenizer.EosTokenId is int eos) stop.Add(eos);
         var sampler = new Sampler(options.Temperature, options.TopP, options.Seed);
         var generated = new List<int>();
-        int limit = model.Config.ContextLength;
+        // Prefixes and virtual tokens (soft prompts) take context positions in front of the prompt.
+        int limit = model.TokenContext, leading = model.Extensions.LeadingPositions;
         if (promptIds.Count >= limit)
-            throw new PeftSharpException($"--prompt: {promptIds.Count} tokens leave no room in the model's context of {limit}");
+            throw new PeftSharpException(leading == 0
+                ? $"--prompt: {promptIds.Count} tokens leave no room in the model's context of {limit}"
+                : $"--prompt: {promptIds.Count} tokens leave no room in the model's context of {model.Config.ContextLength} less the adapter's {leading} virtual/prefix positions");
         string emitted = "";
         using var cache = model.NewCache();
         using var _ = no_grad();

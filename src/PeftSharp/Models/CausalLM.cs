@@ -27,6 +27,9 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public ModelConfig Config { get; }
     public ScalarType DType { get; }
+
+    /// <summary>Real tokens one sequence may hold: the context less the positions prefixes and virtual tokens take in front.</summary>
+    public int TokenContext => Config.ContextLength - Extensions.LeadingPositions;
     public Device Device { get; internal set; }
 
     /// <summary>The final, normalised hidden states [B, T, hidden].</summary>

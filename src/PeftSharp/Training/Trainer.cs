@@ -53,6 +53,11 @@ public sealed class Trainer : IDisposable
         foreach (var (name, p) in _parameters)
             if (!p.requires_grad) throw new ArgumentException($"parameter '{name}' is in a parameter group but does not require grad", nameof(groups));
         if (train.Count == 0) throw new PeftSharpException("no training examples");
+        // Soft prompts put virtual tokens or key/value prefixes in front of every example: they share the context.
+        int leading = model.Extensions.LeadingPositions;
+        int longest = train.Concat(validation ?? []).Max(e => e.Length);
+        if (leading > 0 && longest + leading > model.Config.ContextLength)
+            throw new PeftSharpException($"--seq-len: examples of up to {longest} tokens plus the adapter's {leading} virtual/prefix positions exceed the model's context of {model.Config.ContextLength}; use --seq-len {model.Config.ContextLength - leading} or less");
         _model = model;
         _groups = groups;
         _options = options;
@@ -216,7 +221,8 @@ public sealed class Trainer : IDisposable
         var micro = new List<List<TrainingExample>>();
         for (int i = 0; i < _options.GradientAccumulationSteps; i++)
             micro.Add(_loader.Next().Select(index => _train[index]).ToList());
-        long labelled = micro.Sum(batch => batch.Sum(e => e.LabelledTokens));
+        // With virtual tokens (prompt tuning, P-tuning) label 0 is predicted from the last virtual token, as in PEFT.
+        long labelled = micro.Sum(batch => batch.Sum(e => VirtualTokenLoss.Labelled(_model, e)));
 
         double lossSum = 0;
         long tokens = 0;
@@ -225,9 +231,9 @@ public sealed class Trainer : IDisposable
             using var microScope = NewDisposeScope();
             var batch = Batch.Collate(examples, _padTokenId, _model.Device);
             tokens += batch.Tokens;
-            if (batch.LabelledTokens == 0) continue;
-            var hidden = _model.Hidden(batch.InputIds, null, batch.ModelMask);
-            lossSum += CausalLMLoss.Backward(_model, hidden, batch.Labels, 1.0 / labelled, _options.LossChunkSize);
+            if (examples.Sum(e => VirtualTokenLoss.Labelled(_model, e)) == 0) continue;
+            var (hidden, labels) = VirtualTokenLoss.Forward(_model, batch);
+            lossSum += CausalLMLoss.Backward(_model, hidden, labels, 1.0 / labelled, _options.LossChunkSize);
         }
 
         if (labelled > 0 && ExtraLoss?.Invoke() is Tensor extra)

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Training;
 
-/// <summary>The mean token loss of a model over labelled examples (no gradients, eval mode, token-weighted).</summary>
+/// <summary>The mean token loss of a model over labelled examples (no gradients, eval mode, token-weighted; virtual tokens as <see cref="VirtualTokenLoss"/>).</summary>
 public static class ValidationLoss
 {
     /// <summary>Mean cross-entropy over every labelled token of <paramref name="examples"/>, in batches; NaN when none is labelled.</summary>
@@ -21,10 +21,12 @@ public static class ValidationLoss
             for (int start = 0; start < examples.Count; start += batchSize)
             {
                 using var scope = NewDisposeScope();
-                var batch = Batch.Collate(examples.Skip(start).Take(batchSize).ToList(), padTokenId, model.Device);
-                if (batch.LabelledTokens == 0) continue;
-                var hidden = model.Hidden(batch.InputIds, null, batch.ModelMask);
-                var (lossSum, n) = CausalLMLoss.Sum(model, hidden, batch.Labels, lossChunkSize);
+                var part = examples.Skip(start).Take(batchSize).ToList();
+                if (part.Sum(e => VirtualTokenLoss.Labelled(model, e)) == 0) continue;
+                var batch = Batch.Collate(part, padTokenId, model.Device);
+                // With virtual tokens label 0 is scored from the last virtual token, as PEFT's loss with labels.
+                var (hidden, labels) = VirtualTokenLoss.Forward(model, batch);
+                var (lossSum, n) = CausalLMLoss.Sum(model, hidden, labels, lossChunkSize);
                 sum += lossSum.item<float>();
                 count += n;
             }

@@ -121,6 +121,12 @@ public sealed class ExtensionPoints
     /// <summary>Virtual tokens put in front of the sequence by the rewrites.</summary>
     public int VirtualTokens => rewrites.Sum(r => r.PrependedTokens);
 
+    /// <summary>
+    /// Positions the key/value prefixes and virtual tokens take in front of every sequence. They count against the
+    /// model's context (GPT-2's position table and Llama's max_position_embeddings hold them and the real tokens together).
+    /// </summary>
+    public int LeadingPositions => PrefixLength + VirtualTokens;
+
     internal Tensor RewriteEmbeddings(Tensor embeddings, Tensor inputIds)
     {
         foreach (var r in rewrites)
