@@ -11,11 +11,11 @@ public static class DpCommand
 {
     public static Command Create()
     {
-        var sampleRate = new Option<double>("--sample-rate") { Description = "Poisson sampling rate q = expected batch size / training examples, in (0, 1]", Required = true };
-        var noise = new Option<double?>("--noise-multiplier") { Description = "σ: noise standard deviation / clipping norm" };
-        var target = new Option<double?>("--target-epsilon") { Description = "instead of --noise-multiplier: find the smallest σ with ε ≤ this" };
-        var steps = new Option<long>("--steps") { Description = "optimizer steps (sampled batches)", Required = true };
-        var delta = new Option<double>("--delta") { Description = "δ of the (ε, δ) guarantee, in (0, 1); usually below 1/training examples", Required = true };
+        var sampleRate = new Option<double>("--sample-rate") { Description = "Poisson sampling rate q = expected batch size / training examples, in (0, 1]", Required = true }.InRange(0, 1, minInclusive: false);
+        var noise = new Option<double?>("--noise-multiplier") { Description = "σ: noise standard deviation / clipping norm" }.Above(0);
+        var target = new Option<double?>("--target-epsilon") { Description = "instead of --noise-multiplier: find the smallest σ with ε ≤ this" }.Above(0);
+        var steps = new Option<long>("--steps") { Description = "optimizer steps (sampled batches)", Required = true }.AtLeast(1);
+        var delta = new Option<double>("--delta") { Description = "δ of the (ε, δ) guarantee, in (0, 1); usually below 1/training examples", Required = true }.InRange(0, 1, minInclusive: false, maxInclusive: false);
         var conversion = new Option<string>("--conversion")
         {
             Description = "RDP → (ε, δ): improved (Balle et al. 2020, Opacus' default) or classic (Mironov 2017: rdp − log δ/(α−1))",

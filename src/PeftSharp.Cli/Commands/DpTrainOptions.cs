@@ -11,10 +11,10 @@ namespace PeftSharp.Cli.Commands;
 /// </summary>
 public sealed class DpTrainOptions
 {
-    public Option<double?> MaxGradNorm = new("--dp-max-grad-norm") { Description = "DP-SGD: clip each example's gradient to this L2 norm (default 1.0)" };
-    public Option<double?> NoiseMultiplier = new("--dp-noise-multiplier") { Description = "DP-SGD: noise standard deviation / clipping norm (σ)" };
-    public Option<double?> TargetEpsilon = new("--dp-target-epsilon") { Description = "DP-SGD: instead of --dp-noise-multiplier, the smallest σ that spends at most this ε" };
-    public Option<double?> Delta = new("--dp-delta") { Description = "DP-SGD: δ of the reported (ε, δ) (default 1e-5)" };
+    public Option<double?> MaxGradNorm = new Option<double?>("--dp-max-grad-norm") { Description = "DP-SGD: clip each example's gradient to this L2 norm (default 1.0)" }.Above(0);
+    public Option<double?> NoiseMultiplier = new Option<double?>("--dp-noise-multiplier") { Description = "DP-SGD: noise standard deviation / clipping norm (σ)" }.Above(0);
+    public Option<double?> TargetEpsilon = new Option<double?>("--dp-target-epsilon") { Description = "DP-SGD: instead of --dp-noise-multiplier, the smallest σ that spends at most this ε" }.Above(0);
+    public Option<double?> Delta = new Option<double?>("--dp-delta") { Description = "DP-SGD: δ of the reported (ε, δ) (default 1e-5)" }.InRange(0, 1, minInclusive: false, maxInclusive: false);
 
     public Option[] All => [MaxGradNorm, NoiseMultiplier, TargetEpsilon, Delta];
 
@@ -28,7 +28,6 @@ public sealed class DpTrainOptions
         if (gradientCheckpointing) throw new PeftSharpException("--dp-*: DP-SGD cannot be combined with --gradient-checkpointing");
         var (noise, target) = (s.Get(NoiseMultiplier), s.Get(TargetEpsilon));
         if (noise is null == target is null) throw new PeftSharpException("--dp-*: give exactly one of --dp-noise-multiplier and --dp-target-epsilon");
-        if (target is double e && !(e > 0)) throw new PeftSharpException($"--dp-target-epsilon: expected a positive number, got {e}");
         var options = new DpSgdOptions
         {
             MaxGradNorm = s.Get(MaxGradNorm) ?? 1.0,

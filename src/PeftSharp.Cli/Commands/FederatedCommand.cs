@@ -22,24 +22,24 @@ public static class FederatedCommand
     {
         var model = CliOptions.Model();
         var clients = new Option<string>("--clients") { Description = "folder with one training file per client (.txt or .jsonl)", Required = true };
-        var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 10 };
-        var perRound = new Option<int>("--clients-per-round") { DefaultValueFactory = _ => 2 };
-        var localSteps = new Option<int>("--local-steps") { DefaultValueFactory = _ => 10 };
+        var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 10 }.AtLeast(1);
+        var perRound = new Option<int>("--clients-per-round") { DefaultValueFactory = _ => 2 }.AtLeast(1);
+        var localSteps = new Option<int>("--local-steps") { DefaultValueFactory = _ => 10 }.AtLeast(1);
         var aggregation = new Option<string>("--aggregation") { Description = "fedavg (FedIT), ffa-lora (A frozen, exact) or svd (exact ΔW mean, refactored to rank r)", DefaultValueFactory = _ => "fedavg" };
         var method = new Option<string>("--method") { Description = "adapter method (lora)", DefaultValueFactory = _ => "lora" };
         var outDir = new Option<string>("--out") { Description = "output folder", Required = true };
         var evalData = new Option<string?>("--eval-data") { Description = "global held-out file (default: 10% of every client's data)" };
-        var r = new Option<int>("--r") { DefaultValueFactory = _ => 8 };
-        var alpha = new Option<double>("--alpha") { DefaultValueFactory = _ => 16 };
+        var r = new Option<int>("--r") { DefaultValueFactory = _ => 8 }.AtLeast(1);
+        var alpha = new Option<double>("--alpha") { DefaultValueFactory = _ => 16 }.Above(0);
         var target = new Option<string?>("--target") { Description = "comma-separated target modules, or all-linear (default: PEFT's for the model type)" };
-        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 2e-3 };
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4 };
-        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 128 };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 2e-3 }.Above(0);
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4 }.AtLeast(1);
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 128 }.AtLeast(2);
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 }.AtLeast(0);
         var dtype = CliOptions.DType();
-        var dpClip = new Option<double?>("--dp-clip") { Description = "client-level DP: clip each client's update to this L2 norm" };
-        var dpNoise = new Option<double?>("--dp-noise-multiplier") { Description = "client-level DP: noise σ (std σ·clip/K on the mean update)" };
-        var dpDelta = new Option<double>("--dp-delta") { DefaultValueFactory = _ => 1e-5 };
+        var dpClip = new Option<double?>("--dp-clip") { Description = "client-level DP: clip each client's update to this L2 norm" }.Above(0);
+        var dpNoise = new Option<double?>("--dp-noise-multiplier") { Description = "client-level DP: noise σ (std σ·clip/K on the mean update)" }.Above(0);
+        var dpDelta = new Option<double>("--dp-delta") { DefaultValueFactory = _ => 1e-5 }.InRange(0, 1, minInclusive: false, maxInclusive: false);
         var json = CliOptions.Json();
         var simulate = new Command("simulate", "federated LoRA across clients in one process: rounds of local training and aggregation")
         {
@@ -57,12 +57,6 @@ public static class FederatedCommand
                 (double c, double s) => new ClientLevelDp(c, s),
                 _ => throw new PeftSharpException("--dp-clip and --dp-noise-multiplier go together"),
             };
-            if (dp is not null)
-            {
-                if (!(dp.ClipNorm > 0)) throw new PeftSharpException($"--dp-clip: expected a positive number, got {dp.ClipNorm}");
-                if (!(dp.NoiseMultiplier > 0)) throw new PeftSharpException($"--dp-noise-multiplier: expected a positive number, got {dp.NoiseMultiplier}");
-                RdpAccountant.Validate(0.5, dp.NoiseMultiplier, 1, parse.GetValue(dpDelta));
-            }
             string modelDir = parse.GetValue(model)!, clientDir = parse.GetValue(clients)!, output = parse.GetValue(outDir)!;
             if (!Directory.Exists(clientDir)) throw new PeftSharpException($"--clients {clientDir}: folder not found");
             var files = Directory.EnumerateFiles(clientDir).Where(f => f.EndsWith(".txt") || f.EndsWith(".jsonl")).Order(StringComparer.Ordinal).ToList();
@@ -145,7 +139,10 @@ public static class FederatedCommand
                 });
             return 0;
         }));
-        return new Command("federated", "federated LoRA: clients train locally, a server aggregates adapters") { simulate };
+        return new Command("federated", "federated LoRA: clients train locally, a server aggregates adapters")
+        {
+            simulate, FederatedServerCommand.Create(), FederatedClientCommand.Create(),
+        };
     }
 
     static object RoundJson(RoundResult r) => new
@@ -154,7 +151,7 @@ public static class FederatedCommand
         fedavg_inexactness = r.FedAvgInexactness, seconds = r.Seconds,
     };
 
-    static void SavePlot(List<(int Round, double Loss)> losses, string path, string aggregation)
+    internal static void SavePlot(List<(int Round, double Loss)> losses, string path, string aggregation)
     {
         var plot = new ScottPlot.Plot();
         var points = losses.Where(l => double.IsFinite(l.Loss)).ToList();

@@ -95,7 +95,10 @@ public sealed class FederatedSimulation
     public Action<string>? Log { get; init; }
 
     /// <summary>Held-out loss of the model with the adapter as it is now.</summary>
-    public double HeldOutLoss()
+    public double HeldOutLoss() => HeldOutLoss(model, heldOut, padTokenId, options.BatchSize);
+
+    /// <summary>Mean token cross-entropy of <paramref name="model"/> (as it is now) on <paramref name="heldOut"/>; NaN when there is none.</summary>
+    public static double HeldOutLoss(CausalLM model, IReadOnlyList<TrainingExample> heldOut, long padTokenId, int batchSize)
     {
         if (heldOut.Count == 0) return double.NaN;
         bool wasTraining = model.training;
@@ -105,10 +108,10 @@ public sealed class FederatedSimulation
             using var _ = no_grad();
             double sum = 0;
             long count = 0;
-            for (int start = 0; start < heldOut.Count; start += options.BatchSize)
+            for (int start = 0; start < heldOut.Count; start += batchSize)
             {
                 using var scope = NewDisposeScope();
-                var batch = Batch.Collate(heldOut.Skip(start).Take(options.BatchSize).ToList(), padTokenId, model.Device);
+                var batch = Batch.Collate(heldOut.Skip(start).Take(batchSize).ToList(), padTokenId, model.Device);
                 var (s, n) = CausalLMLoss.Sum(model, model.Hidden(batch.InputIds, null, batch.ModelMask), batch.Labels);
                 sum += s.item<float>();
                 count += n;
@@ -129,16 +132,25 @@ public sealed class FederatedSimulation
     public ClientUpdate TrainClient(FederatedClient client, LoraFactors global, int round, int index)
     {
         global.WriteTo(lora, adapter);
-        var parameters = lora.TrainableParameters();
-        var trainingOptions = new TrainingOptions
-        {
-            MaxSteps = options.LocalSteps, BatchSize = options.BatchSize, Schedule = ScheduleKind.Constant,
-            Seed = options.Seed + (ulong)(round * 1000 + index), LoggingSteps = options.LocalSteps,
-        };
-        using var trainer = new Trainer(model, ParameterGroups.DecayAndNoDecay(parameters, options.LearningRate, 0), trainingOptions, client.Train, null, padTokenId);
-        var result = trainer.Train();
+        var result = TrainLocally(model, lora, client.Train, padTokenId, options.LocalSteps, options.LearningRate, options.BatchSize,
+                                  options.Seed + (ulong)(round * 1000 + index));
         Log?.Invoke($"  round {round} client {client.Name}: {result.Steps} local steps, train loss {result.LastLoss:F4}");
         return new ClientUpdate(client.Name, LoraFactors.Read(lora, adapter), client.Train.Count);
+    }
+
+    /// <summary>
+    /// A client's local training of a round: <paramref name="steps"/> AdamW steps (fresh optimizer state, constant learning
+    /// rate, no weight decay) on the LoRA model's trainable parameters, from whatever adapter it holds now.
+    /// </summary>
+    public static TrainingResult TrainLocally(CausalLM model, LoraModel lora, IReadOnlyList<TrainingExample> examples, long padTokenId,
+                                              int steps, double learningRate, int batchSize, ulong seed)
+    {
+        var trainingOptions = new TrainingOptions
+        {
+            MaxSteps = steps, BatchSize = batchSize, Schedule = ScheduleKind.Constant, Seed = seed, LoggingSteps = steps,
+        };
+        using var trainer = new Trainer(model, ParameterGroups.DecayAndNoDecay(lora.TrainableParameters(), learningRate, 0), trainingOptions, examples, null, padTokenId);
+        return trainer.Train();
     }
 
     /// <summary>Runs rounds <paramref name="firstRound"/>..Rounds from <paramref name="global"/> (disposed by the caller); returns the final global adapter.</summary>
