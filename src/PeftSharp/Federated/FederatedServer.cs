@@ -10,20 +10,28 @@ namespace PeftSharp.Federated;
 /// <summary>How a federated server runs its rounds (what it tells the clients, and when a round closes).</summary>
 public sealed record FederatedServerOptions
 {
+    /// <summary>Number of rounds R to run.</summary>
     public int Rounds { get; init; } = 10;
     /// <summary>K: the first K distinct clients to check in are selected for a round.</summary>
     public int ClientsPerRound { get; init; } = 2;
     /// <summary>A round that closes with fewer reports than this stops the server (its checkpoints stay for a restart).</summary>
     public int MinClients { get; init; } = 1;
+    /// <summary>Local training steps S each selected client runs per round.</summary>
     public int LocalSteps { get; init; } = 10;
+    /// <summary>Learning rate the clients use.</summary>
     public double LearningRate { get; init; } = 2e-3;
+    /// <summary>Batch size the clients use.</summary>
     public int BatchSize { get; init; } = 4;
+    /// <summary>Seed of the initial adapter and of the clients' data order.</summary>
     public ulong Seed { get; init; } = 42;
+    /// <summary>How uploads are combined: FedAvg, FFA-LoRA or SVD re-factoring.</summary>
     public AggregationKind Aggregation { get; init; } = AggregationKind.FedAvg;
+    /// <summary>Client-level differential privacy on the aggregate (clipping and noise), or null for none.</summary>
     public ClientLevelDp? Dp { get; init; }
     /// <summary>How long a round waits for uploads, counted from its first selected client.</summary>
     public TimeSpan RoundDeadline { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>Checks every value; a bad one is a <see cref="PeftSharpException"/> naming its flag.</summary>
     public void Validate()
     {
         if (Rounds < 1) throw new PeftSharpException($"--rounds: expected at least 1, got {Rounds}");
@@ -79,23 +87,31 @@ public sealed class FederatedServer : IDisposable
         Directory.CreateDirectory(uploads);
     }
 
+    /// <summary>The options the server runs with.</summary>
     public FederatedServerOptions Options { get; }
+    /// <summary>The LoRA scaling (lora_alpha / r) of the shared adapter.</summary>
     public double Scaling { get; }
+    /// <summary>The LoRA rank r of the shared adapter.</summary>
     public int Rank { get; }
+    /// <summary>Rounds aggregated and checkpointed so far (also after a resume).</summary>
     public int CompletedRounds { get; private set; }
+    /// <summary>True once every round is done.</summary>
     public bool Finished => CompletedRounds >= Options.Rounds;
     /// <summary>The open round, or null between rounds and after the last.</summary>
     public RoundCoordinator? Current => current;
 
+    /// <summary>Receives progress lines (the command prints them on stderr).</summary>
     public Action<string>? Log { get; init; }
     /// <summary>Called after each round is checkpointed, with its result and checkpoint folder.</summary>
     public Action<RoundResult, string>? OnRound { get; init; }
 
+    /// <summary>The checkpoint folder of round <paramref name="round"/> (<c>round-N</c>; round 0 is the initial adapter).</summary>
     public static string CheckpointDir(string outputDir, int round) => Path.Combine(outputDir, $"{RoundCheckpoint.Prefix}{round}");
 
     /// <summary>The folder (PEFT format) round <paramref name="round"/> starts from, if that round is open now; else null.</summary>
     public string? StartAdapterDir(int round) => current is { } c && c.Round == round ? CheckpointDir(outputDir, round - 1) : null;
 
+    /// <summary>A client asks for work: selected for the open round, told to wait, or told that all rounds are done.</summary>
     public CheckInReply CheckIn(string client)
     {
         if (Finished) return Reply(CheckInStatus.Done, CompletedRounds, 0, 0);
@@ -211,6 +227,7 @@ public sealed class FederatedServer : IDisposable
         }
     }
 
+    /// <summary>Stops waiting rounds and releases the server's resources.</summary>
     public void Dispose()
     {
         lock (globalGate) global.Dispose();

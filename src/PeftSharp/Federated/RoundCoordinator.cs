@@ -12,7 +12,19 @@ public enum CheckInStatus
 }
 
 /// <summary>Why an upload was refused (or not).</summary>
-public enum ReportOutcome { Accepted, WrongRound, NotSelected, AlreadyReported, Closed }
+public enum ReportOutcome
+{
+    /// <summary>The upload counts for this round.</summary>
+    Accepted,
+    /// <summary>The upload names another round than the open one.</summary>
+    WrongRound,
+    /// <summary>The client was not selected for this round.</summary>
+    NotSelected,
+    /// <summary>The client already uploaded in this round.</summary>
+    AlreadyReported,
+    /// <summary>The round has closed (all reported or the deadline passed).</summary>
+    Closed,
+}
 
 /// <summary>
 /// One round of a federated server, independent of the transport: the first K distinct clients that check in are
@@ -32,14 +44,18 @@ public sealed class RoundCoordinator
     long? firstSelectedAt;
     bool closed;
 
+    /// <summary>Opens round <paramref name="round"/> for K = <paramref name="clientsPerRound"/> clients with a deadline counted from the first selection.</summary>
     public RoundCoordinator(int round, int clientsPerRound, TimeSpan deadline, TimeProvider? time = null)
     {
         if (clientsPerRound < 1) throw new ArgumentOutOfRangeException(nameof(clientsPerRound));
         (Round, ClientsPerRound, Deadline, this.time) = (round, clientsPerRound, deadline, time ?? TimeProvider.System);
     }
 
+    /// <summary>The round number (1-based).</summary>
     public int Round { get; }
+    /// <summary>K: how many clients the round selects.</summary>
     public int ClientsPerRound { get; }
+    /// <summary>How long the round waits for uploads after its first selection.</summary>
     public TimeSpan Deadline { get; }
 
     /// <summary>The clients selected so far, in check-in order.</summary>
@@ -48,6 +64,7 @@ public sealed class RoundCoordinator
     /// <summary>Names of the clients whose upload was accepted.</summary>
     public IReadOnlyList<string> Reported { get { lock (gate) return reports.Select(r => r.Update.Client).ToList(); } }
 
+    /// <summary>True once the round stopped taking uploads.</summary>
     public bool Closed { get { lock (gate) return closed; } }
 
     /// <summary>Seconds left before the deadline (the whole deadline before anyone is selected).</summary>

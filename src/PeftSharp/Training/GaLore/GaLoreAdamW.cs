@@ -68,10 +68,15 @@ public sealed class GaLoreAdamW : ITrainingOptimizer
         }
     }
 
+    /// <summary>Rank, projector renewal gap, scale and targets.</summary>
     public GaLoreOptions Options { get; }
+    /// <summary>Adam's β1 (first-moment decay).</summary>
     public double Beta1 { get; }
+    /// <summary>Adam's β2 (second-moment decay).</summary>
     public double Beta2 { get; }
+    /// <summary>Adam's ε, added to the root of the second moment.</summary>
     public double Epsilon { get; }
+    /// <summary>The parameter groups (learning rate, weight decay).</summary>
     public IReadOnlyList<ParameterGroup> Groups => _groups;
 
     /// <summary>Names of the projected parameters.</summary>
@@ -94,6 +99,7 @@ public sealed class GaLoreAdamW : ITrainingOptimizer
         return elements * 4;
     });
 
+    /// <summary>One optimizer step: projected Adam on the GaLore targets, plain AdamW on the rest; the learning rate is multiplied by <paramref name="learningRateFactor"/> (the schedule).</summary>
     public void Step(double learningRateFactor = 1.0)
     {
         using var _ = no_grad();
@@ -130,6 +136,7 @@ public sealed class GaLoreAdamW : ITrainingOptimizer
         }
     }
 
+    /// <summary>Clears every parameter's gradient.</summary>
     public void ZeroGrad()
     {
         foreach (var group in _groups)
@@ -153,6 +160,7 @@ public sealed class GaLoreAdamW : ITrainingOptimizer
         }
     }
 
+    /// <summary>Writes moments, step counts, float32 masters and projectors to <paramref name="path"/> (safetensors, atomically).</summary>
     public void Save(string path)
     {
         using var scope = NewDisposeScope();
@@ -212,6 +220,7 @@ public sealed class GaLoreAdamW : ITrainingOptimizer
             throw new PeftSharpException($"{file.Path}: missing tensor '{key}' (the checkpoint was made with other trainable parameters or GaLore targets)");
     }
 
+    /// <summary>Frees the optimizer state.</summary>
     public void Dispose()
     {
         foreach (var s in _state.Values)

@@ -16,9 +16,13 @@ namespace PeftSharp.Tuners.Bottleneck;
 public sealed class FusionLayer : nn.Module
 {
 #pragma warning disable IDE1006 // AdapterHub's parameter names
+    /// <summary>The query projection (hidden → hidden, with bias), when the config has <c>query</c>.</summary>
     public Linear? query;
+    /// <summary>The key projection (hidden → hidden, with bias), when the config has <c>key</c>.</summary>
     public Linear? key;
+    /// <summary>The value projection (hidden → hidden, no bias), when the config has <c>value</c>.</summary>
     public Linear? value;
+    /// <summary>AdapterHub's unused scorer (hidden → 1), present only when the config has none of query, key, value.</summary>
     public Linear? dense;
 #pragma warning restore IDE1006
     readonly double dropout;
