@@ -114,7 +114,7 @@ public class FederatedServerTests
     }
 
     [Fact]
-    public void RoundsAverageUploadsCloseAtTheDeadlineWithoutADroppedClientAndResumeAfterARestart()
+    public async Task RoundsAverageUploadsCloseAtTheDeadlineWithoutADroppedClientAndResumeAfterARestart()
     {
         var model = TinyModel();
         var output = Path.Combine(model, "fed");
@@ -124,7 +124,7 @@ public class FederatedServerTests
         using (var server = new Server(args))
         {
             using var http = Http(server.Url);
-            Assert.Equal(HttpStatusCode.Unauthorized, Http(server.Url, token: "wrong").GetAsync("status").Result.StatusCode);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await Http(server.Url, token: "wrong").GetAsync("status")).StatusCode);
             var start = NaiveSafetensors.Read(Path.Combine(output, "round-0", "adapter_model.safetensors"));
             Assert.Equal("train", CheckIn(http, "c0").GetProperty("status").GetString());
             Assert.Equal("train", CheckIn(http, "c1").GetProperty("status").GetString());
@@ -132,14 +132,14 @@ public class FederatedServerTests
             Assert.Equal("wait", CheckIn(http, "late").GetProperty("status").GetString());     // K = 3 slots taken
             // The round's adapter is round-0's file, byte for byte.
             Assert.Equal(File.ReadAllBytes(Path.Combine(output, "round-0", "adapter_model.safetensors")),
-                         http.GetByteArrayAsync("rounds/1/adapter_model.safetensors").Result);
+                         await http.GetByteArrayAsync("rounds/1/adapter_model.safetensors"));
             c0 = RandomAdapter(start, 1);
             c1 = RandomAdapter(start, 2);
             // A wrong shape is refused with a one-line error and the server keeps going.
             var bad = start.Values.Select(t => t with { Shape = [t.Values.Length], Values = t.Values }).ToList();
             var refused = Upload(http, 1, "c0", 1, NaiveSafetensors.Serialize(bad));
             Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
-            Assert.DoesNotContain("\n", JsonDocument.Parse(refused.Content.ReadAsStringAsync().Result).RootElement.GetProperty("error").GetString());
+            Assert.DoesNotContain("\n", JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString());
             Assert.Equal(HttpStatusCode.Conflict, Upload(http, 1, "late", 1, NaiveSafetensors.Serialize(c0)).StatusCode);   // not selected
             Assert.Equal(HttpStatusCode.OK, Upload(http, 1, "c0", 1, NaiveSafetensors.Serialize(c0)).StatusCode);
             Assert.Equal(HttpStatusCode.OK, Upload(http, 1, "c1", 3, NaiveSafetensors.Serialize(c1)).StatusCode);
@@ -162,7 +162,7 @@ public class FederatedServerTests
                 Assert.Equal(2, CheckIn(http, name).GetProperty("round").GetInt32());
             // Round 2 starts from round 1's aggregate.
             Assert.Equal(File.ReadAllBytes(Path.Combine(output, "round-1", "adapter_model.safetensors")),
-                         http.GetByteArrayAsync("rounds/2/adapter_model.safetensors").Result);
+                         await http.GetByteArrayAsync("rounds/2/adapter_model.safetensors"));
             var layout2 = NaiveSafetensors.Read(Path.Combine(output, "round-1", "adapter_model.safetensors"));
             foreach (var (name, samples, seed) in new[] { ("c0", 2L, 5), ("c1", 1L, 6), ("c2", 5L, 7) })
             {
@@ -174,14 +174,14 @@ public class FederatedServerTests
             Assert.Equal(0, server.WaitForExit());
             AssertWeightedMean(Path.Combine(output, "round-2", "adapter_model.safetensors"), r2);
             AssertWeightedMean(Path.Combine(output, "adapter_model.safetensors"), r2);
-            var json = JsonDocument.Parse(server.Stdout.Result.TrimEnd().Split('\n')[^1]).RootElement;
+            var json = JsonDocument.Parse((await server.Stdout).TrimEnd().Split('\n')[^1]).RootElement;
             Assert.Equal(1, json.GetProperty("resumed_after").GetInt32());
             Assert.Equal(2, json.GetProperty("clients").GetArrayLength());
         }
     }
 
     [Fact]
-    public void ClientProcessesTrainAndUploadAndTooFewReportsStopTheServerWithAClearMessage()
+    public async Task ClientProcessesTrainAndUploadAndTooFewReportsStopTheServerWithAClearMessage()
     {
         var model = TinyModel();
         var data = Path.Combine(model, "data");
@@ -196,7 +196,7 @@ public class FederatedServerTests
                 "--model", model, "--data", Path.Combine(data, c + ".txt"), "--seq-len", "16", "--json"))).ToArray();
             foreach (var c in clients)
             {
-                var r = c.Result;
+                var r = await c;
                 Assert.True(r.ExitCode == 0, r.Stderr);
                 Assert.Equal(1, r.Json().GetProperty("rounds").GetArrayLength());
             }

@@ -124,7 +124,7 @@ public static class BenchDpCommand
             return result.LastEvalLoss ?? double.NaN;
         }
         Train("lora", null);
-        foreach (var s in sigmas) Train($"dp_sigma_{s}", s);
+        foreach (var s in sigmas) Train($"dp_sigma_{s}".Replace('.', '_'), s);
 
         double q = (double)batchSize / train.Count;
         Console.WriteLine($"DP-SGD gradient / plain LoRA gradient: {dpMedian / plainMedian:F2}× (medians of {repeats}, {batchSize} × {seqLen} tokens; target ≤ 2×)");
