@@ -147,7 +147,7 @@ public class FederatedServerTests
             WaitUntil(() => File.Exists(Path.Combine(output, "round-1", "round.json")), "round 1's checkpoint");
             AssertWeightedMean(Path.Combine(output, "round-1", "adapter_model.safetensors"), [(c0, 1), (c1, 3)]);
             var info = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "round-1", "round.json"))).RootElement;
-            Assert.Equal(["c0", "c1"], info.GetProperty("clients").EnumerateArray().Select(c => c.GetProperty("name").GetString()).ToArray());
+            Assert.Equal(["c0", "c1"], info.GetProperty("clients").EnumerateArray().Select(c => c.GetProperty("name").GetString()!).ToArray());
             // Round 2 opens; the server is killed in the middle of it.
             WaitUntil(() => CheckIn(http, "c0").GetProperty("round").GetInt32() == 2, "round 2");
             server.Process.Kill(entireProcessTree: true);
