@@ -124,7 +124,7 @@ public sealed class PeftModel
     public IDisposable DisableAdapters()
     {
         var scopes = tuners.Select(t => t.DisableAdapters()).ToList();
-        return new Scope(() => { foreach (var s in Enumerable.Reverse(scopes)) s.Dispose(); });
+        return new OnDispose(() => { foreach (var s in Enumerable.Reverse(scopes)) s.Dispose(); });
     }
 
     /// <summary>Why the given (default: active) adapters cannot be merged, or null when they can.</summary>
@@ -198,15 +198,4 @@ public sealed class PeftModel
     public static string FormatReport(long trainable, long all) =>
         string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}");
-
-    sealed class Scope(Action onDispose) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            onDispose();
-        }
-    }
 }

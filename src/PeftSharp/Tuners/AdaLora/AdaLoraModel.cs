@@ -280,7 +280,7 @@ public sealed partial class AdaLoraModel
     public IDisposable DisableAdapters()
     {
         foreach (var l in layers.Values) l.Disabled = true;
-        return new Scope(() => { foreach (var l in layers.Values) l.Disabled = false; });
+        return new OnDispose(() => { foreach (var l in layers.Values) l.Disabled = false; });
     }
 
     /// <summary>Folds the given (default: active) adapters into the base weights; safe refuses non-finite results.</summary>
@@ -315,16 +315,5 @@ public sealed partial class AdaLoraModel
         TrainableAdapter = null;
         foreach (var p in Root.parameters()) p.requires_grad = false;
         return Root;
-    }
-
-    sealed class Scope(Action onDispose) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            onDispose();
-        }
     }
 }

@@ -185,7 +185,7 @@ public sealed partial class AdapterFusionModel
     {
         var saved = Hub.Locations.Values.Select(l => (l, l.ActiveFusion)).ToList();
         foreach (var loc in Hub.Locations.Values) loc.ActiveFusion = null;
-        return new Restore(() => { foreach (var (l, f) in saved) l.ActiveFusion = f; });
+        return new OnDispose(() => { foreach (var (l, f) in saved) l.ActiveFusion = f; });
     }
 
     /// <summary>Removes every fusion and the adapters they loaded; detaches the AdapterHub layers when nothing else is left.</summary>
@@ -194,16 +194,5 @@ public sealed partial class AdapterFusionModel
         foreach (var name in fusions.Keys.ToList()) DeleteFusion(name);
         if (Hub.Configs.Count == 0) Hub.Unload();
         PerModel.Remove(Model);
-    }
-
-    sealed class Restore(Action action) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            action();
-        }
     }
 }

@@ -126,7 +126,7 @@ public sealed partial class AdapterHubModel
     {
         string? active = Active;
         foreach (var loc in locations.Values) loc.Active = null;
-        return new Restore(() => { foreach (var loc in locations.Values) loc.Active = active; });
+        return new OnDispose(() => { foreach (var loc in locations.Values) loc.Active = active; });
     }
 
     /// <summary>Detaches every adapter from the model (hooks and modules), leaving the base model as it was.</summary>
@@ -144,16 +144,5 @@ public sealed partial class AdapterHubModel
         trainableFlags.Clear();
         Active = null;
         PerModel.Remove(Model);
-    }
-
-    sealed class Restore(Action action) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            action();
-        }
     }
 }

@@ -66,7 +66,7 @@ public sealed partial class BottleneckModel : ITunerModel
     {
         bool before = disabled;
         SetEnabled(false);
-        return new Restore(() => SetEnabled(!before));
+        return new OnDispose(() => SetEnabled(!before));
     }
 
     string? ITunerModel.MergeUnsupported => BottleneckTuner.CannotMerge;
@@ -84,16 +84,5 @@ public sealed partial class BottleneckModel : ITunerModel
         if (adapter != name) throw new PeftSharpException($"no bottleneck adapter named \"{adapter}\"");
         string method = Config!.UseParallelAdapter ? "bottleneck-parallel" : Config.UseAdapterP ? "bottleneck-adapterp" : "bottleneck";
         return new AdapterSummary(method, Config.BottleneckSize.ToString(System.Globalization.CultureInfo.InvariantCulture), layers.Count, TrainableParameterCount);
-    }
-
-    sealed class Restore(Action action) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            action();
-        }
     }
 }

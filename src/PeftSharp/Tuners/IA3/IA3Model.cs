@@ -198,7 +198,7 @@ public sealed class IA3Model : ITunerModel
     public IDisposable DisableAdapters()
     {
         SetDisabled(true);
-        return new Scope(() => SetDisabled(false));
+        return new OnDispose(() => SetDisabled(false));
     }
 
     void SetDisabled(bool value)
@@ -256,16 +256,5 @@ public sealed class IA3Model : ITunerModel
         int count = layers.Values.Count(l => l.Contains(adapter));
         long parameters = AdapterParameters().Where(p => p.Adapter == adapter).Sum(p => p.Param.numel());
         return new AdapterSummary("ia3", "-", count, parameters);
-    }
-
-    sealed class Scope(Action onDispose) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            onDispose();
-        }
     }
 }

@@ -228,7 +228,7 @@ public sealed partial class LoraModel
     public IDisposable DisableAdapters()
     {
         SetDisabled(true);
-        return new Scope(() => SetDisabled(false));
+        return new OnDispose(() => SetDisabled(false));
     }
 
     void SetDisabled(bool value)
@@ -251,7 +251,7 @@ public sealed partial class LoraModel
             if (n != "__base__" && !configs.ContainsKey(n)) throw new PeftSharpException($"adapter_names: no adapter named \"{n}\"");
         if (modulesToSave.Count > 0) throw new PeftSharpException("adapter_names is not supported with modules_to_save");
         foreach (var l in AllLayers) l.RowAdapters = names;
-        return new Scope(() =>
+        return new OnDispose(() =>
         {
             foreach (var l in AllLayers) l.RowAdapters = null;
         });
@@ -300,16 +300,5 @@ public sealed partial class LoraModel
         foreach (var m in modulesToSave.Values) m.RemoveAdapter(name);
         trainable.Remove(name);
         SetAdapter(active.Where(a => a != name).ToArray());
-    }
-
-    sealed class Scope(Action onDispose) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            onDispose();
-        }
     }
 }

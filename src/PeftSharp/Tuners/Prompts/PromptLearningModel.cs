@@ -168,7 +168,7 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
     {
         disabled++;
         Reattach();
-        return new Scope(() =>
+        return new OnDispose(() =>
         {
             disabled--;
             Reattach();
@@ -216,16 +216,5 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
         var config = Config(adapter);
         long parameters = container[adapter].parameters().Sum(p => p.numel());
         return new AdapterSummary(MethodName, config.NumVirtualTokens!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), LayersOf(config), parameters);
-    }
-
-    sealed class Scope(Action onDispose) : IDisposable
-    {
-        bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            onDispose();
-        }
     }
 }
