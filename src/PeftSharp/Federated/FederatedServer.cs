@@ -196,7 +196,7 @@ public sealed class FederatedServer : IDisposable
                     global.Dispose();
                     global = next;
                 }
-                double loss = FederatedSimulation.HeldOutLoss(model, heldOut, padTokenId, Options.BatchSize);
+                double loss = ValidationLoss.Mean(model, heldOut, padTokenId, Options.BatchSize);
                 long up = reports.Sum(r => new FileInfo(r.File).Length);
                 long down = coordinator.Selected.Count * new FileInfo(Path.Combine(CheckpointDir(outputDir, round - 1), Peft.AdapterFiles.WeightsFileName)).Length;
                 var result = new RoundResult(round, updates.Select(u => u.Client).ToList(), loss, up, down, inexact, clock.Elapsed.TotalSeconds);

@@ -95,34 +95,7 @@ public sealed class FederatedSimulation
     public Action<string>? Log { get; init; }
 
     /// <summary>Held-out loss of the model with the adapter as it is now.</summary>
-    public double HeldOutLoss() => HeldOutLoss(model, heldOut, padTokenId, options.BatchSize);
-
-    /// <summary>Mean token cross-entropy of <paramref name="model"/> (as it is now) on <paramref name="heldOut"/>; NaN when there is none.</summary>
-    public static double HeldOutLoss(CausalLM model, IReadOnlyList<TrainingExample> heldOut, long padTokenId, int batchSize)
-    {
-        if (heldOut.Count == 0) return double.NaN;
-        bool wasTraining = model.training;
-        model.eval();
-        try
-        {
-            using var _ = no_grad();
-            double sum = 0;
-            long count = 0;
-            for (int start = 0; start < heldOut.Count; start += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var batch = Batch.Collate(heldOut.Skip(start).Take(batchSize).ToList(), padTokenId, model.Device);
-                var (s, n) = CausalLMLoss.Sum(model, model.Hidden(batch.InputIds, null, batch.ModelMask), batch.Labels);
-                sum += s.item<float>();
-                count += n;
-            }
-            return count == 0 ? double.NaN : sum / count;
-        }
-        finally
-        {
-            model.train(wasTraining);
-        }
-    }
+    public double HeldOutLoss() => ValidationLoss.Mean(model, heldOut, padTokenId, options.BatchSize);
 
     /// <summary>The clients of round <paramref name="round"/> (1-based): a seeded draw, the same on every run.</summary>
     public IReadOnlyList<FederatedClient> Selected(int round) =>
