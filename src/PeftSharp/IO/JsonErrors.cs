@@ -22,6 +22,23 @@ public static class JsonErrors
         return new PeftSharpException($"{file}: invalid JSON{where}: {Reason(e.Message)}", e);
     }
 
+    /// <summary>
+    /// Reads a JSON file whose top level must be an object (a config file): malformed JSON is <see cref="Invalid"/>'s
+    /// one-line error, any other top level "FILE: expected a JSON object at the top level".
+    /// </summary>
+    public static System.Text.Json.Nodes.JsonObject ReadObjectFile(string path)
+    {
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                ?? throw new PeftSharpException($"{path}: expected a JSON object at the top level");
+        }
+        catch (JsonException e)
+        {
+            throw Invalid(path, e);
+        }
+    }
+
     // System.Text.Json's reader messages, mapped to short plain statements.
     static string Reason(string message) => message switch
     {

@@ -178,9 +178,7 @@ public sealed class BitDelta : IDisposable
         string configPath = Path.Combine(dir, ConfigFileName), weightsPath = Path.Combine(dir, WeightsFileName);
         if (!File.Exists(configPath)) throw new PeftSharpException($"--delta {dir}: no {ConfigFileName} (not a BitDelta folder)");
         if (!File.Exists(weightsPath)) throw new PeftSharpException($"--delta {dir}: no {WeightsFileName}");
-        JsonObject config;
-        try { config = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new PeftSharpException($"{configPath}: expected a JSON object"); }
-        catch (JsonException e) { throw new PeftSharpException($"{configPath}: not valid JSON ({e.Message})"); }
+        var config = IO.JsonErrors.ReadObjectFile(configPath);
         if ((string?)config["format"] != Format) throw new PeftSharpException($"{configPath}: \"format\" must be \"{Format}\"");
         var compressed = config["compressed"] as JsonObject ?? throw new PeftSharpException($"{configPath}: \"compressed\" must be an object of name → shape");
         using var file = SafetensorsFile.Open(weightsPath);

@@ -70,15 +70,7 @@ public static class AdapterFusionFiles
     {
         string path = Path.Combine(dir, ConfigFileName);
         if (!File.Exists(path)) throw new PeftSharpException($"{path}: file not found (expected an AdapterFusion folder)");
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new PeftSharpException($"{path}: expected a JSON object at the top level");
-        }
-        catch (JsonException ex)
-        {
-            throw new PeftSharpException($"{path}: not valid JSON ({ex.Message.ReplaceLineEndings(" ")})");
-        }
+        var root = IO.JsonErrors.ReadObjectFile(path);
         if (root["config"] is not JsonObject config) throw new PeftSharpException($"{path}: field 'config' must be an object holding the fusion's fields");
         List<string> names;
         if (root["adapter_names"] is JsonArray list)

@@ -94,16 +94,7 @@ public static class AdapterHubFiles
     {
         string path = Path.Combine(dir, ConfigFileName);
         if (!File.Exists(path)) throw new PeftSharpException($"{path}: file not found (expected an AdapterHub adapter folder)");
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new PeftSharpException($"{path}: expected a JSON object at the top level");
-        }
-        catch (JsonException ex)
-        {
-            throw new PeftSharpException($"{path}: not valid JSON ({ex.Message.ReplaceLineEndings(" ")})");
-        }
+        var root = IO.JsonErrors.ReadObjectFile(path);
         if (root["config"] is not JsonObject config)
             throw new PeftSharpException($"{path}: field 'config' must be an object holding the adapter's BnConfig fields");
         if (root["name"] is not JsonValue nameNode || nameNode.GetValueKind() != JsonValueKind.String)
