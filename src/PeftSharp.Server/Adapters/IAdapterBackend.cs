@@ -28,6 +28,12 @@ public interface IAdapterBackend
     RowMode ModeOf(string slot);
 
     /// <summary>
+    /// Context positions a loaded adapter takes in front of every prompt (soft prompts' virtual tokens, prefix tuning's
+    /// key/value prefix); 0 for methods that take none.
+    /// </summary>
+    int LeadingPositions(string slot);
+
+    /// <summary>
     /// A loaded slot that must be unloaded before <paramref name="dir"/> can be loaded (a format that holds one adapter
     /// per model), or null.
     /// </summary>

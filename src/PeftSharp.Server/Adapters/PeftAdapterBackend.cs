@@ -27,7 +27,7 @@ public sealed class PeftAdapterBackend(CausalLM model) : IAdapterBackend
 {
     const string BaseRow = "__base__";
 
-    sealed record Entry(ITunerModel Tuner, RowMode Mode, bool OwnsTuner);
+    sealed record Entry(ITunerModel Tuner, RowMode Mode, bool OwnsTuner, int Leading);
 
     readonly Dictionary<string, Entry> slots = new(StringComparer.Ordinal);
     readonly Dictionary<string, ITunerModel> shared = new(StringComparer.Ordinal); // by peft_type
@@ -60,7 +60,7 @@ public sealed class PeftAdapterBackend(CausalLM model) : IAdapterBackend
             else if (tunerModel.Adapters.Contains(slot)) tunerModel.DeleteAdapter(slot);
             throw;
         }
-        slots[slot] = new Entry(tunerModel, mode, single);
+        slots[slot] = new Entry(tunerModel, mode, single, config is PromptLearningConfig prompt ? prompt.NumVirtualTokens ?? 0 : 0);
         model.eval();
     }
 
@@ -87,6 +87,9 @@ public sealed class PeftAdapterBackend(CausalLM model) : IAdapterBackend
 
     public RowMode ModeOf(string slot) =>
         slots.TryGetValue(slot, out var e) ? e.Mode : throw new PeftSharpException($"adapter slot {slot} is not loaded");
+
+    public int LeadingPositions(string slot) =>
+        slots.TryGetValue(slot, out var e) ? e.Leading : throw new PeftSharpException($"adapter slot {slot} is not loaded");
 
     public string? Blocker(string dir)
     {

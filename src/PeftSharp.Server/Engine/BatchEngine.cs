@@ -199,7 +199,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
             request.Emit(new Failed(504, "server_error", $"the request waited longer than the server's request timeout ({options.RequestTimeout.TotalSeconds:0} s)"));
             return true;
         }
-        if (request.Adapter is not string name) { starting.Add(new Start(request, null, RowMode.Gathered)); return true; }
+        if (request.Adapter is not string name) { starting.Add(new Start(request, null, RowMode.Gathered, 0)); return true; }
         var (result, slot, error) = adapters.Ensure(name, InUseSlots());
         switch (result)
         {
@@ -211,7 +211,15 @@ public sealed class BatchEngine : IHostedService, IDisposable
                 request.Emit(new Failed(400, "invalid_request_error", $"adapter `{name}` cannot be loaded: {error}"));
                 return true;
         }
-        starting.Add(new Start(request, slot, served.Adapters.ModeOf(slot!)));
+        int leading = served.Adapters.LeadingPositions(slot!);
+        if (request.PromptIds.Count + leading >= served.ContextLength)
+        {
+            request.Emit(new Failed(400, "invalid_request_error",
+                $"This model's maximum prompt length with adapter `{name}` is {served.ContextLength - leading - 1} tokens (its {leading} virtual/prefix positions take context); the prompt has {request.PromptIds.Count} tokens.",
+                "context_length_exceeded"));
+            return true;
+        }
+        starting.Add(new Start(request, slot, served.Adapters.ModeOf(slot!), leading));
         return true;
     }
 
@@ -285,7 +293,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
             var s = starts[r];
             metrics.Prompt(s.Request.PromptIds.Count);
             // A prefill-only adapter has done its work once the prompt is cached: the row decodes as the base model.
-            var row = new Row(s.Request, s.Mode == RowMode.PrefillOnly ? null : s.Slot, s.Mode == RowMode.Gathered ? s.Slot : null, served);
+            var row = new Row(s.Request, s.Mode == RowMode.PrefillOnly ? null : s.Slot, s.Mode == RowMode.Gathered ? s.Slot : null, served, s.Leading);
             metrics.FirstToken(DateTime.UtcNow - s.Request.Arrived);
             row.Accept(all.AsSpan((int)(r * vocab), (int)vocab).ToArray());
             metrics.Generated([s.Request.Adapter ?? served.Name], 1);
@@ -367,7 +375,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
     }
 
     /// <summary>A request whose adapter is resident, to be prefilled in this round.</summary>
-    readonly record struct Start(GenerationRequest Request, string? Slot, RowMode Mode);
+    readonly record struct Start(GenerationRequest Request, string? Slot, RowMode Mode, int Leading);
 
     /// <summary>
     /// Rows that decode together in one forward over one KV cache: the shared group (base model, gathered LoRA rows,
@@ -383,7 +391,8 @@ public sealed class BatchEngine : IHostedService, IDisposable
     /// <summary>One running request: its sampler, the text it has produced, and when it stops.</summary>
     /// <param name="slot">the adapter slot the row needs while it runs (null: none, or a prefill-only adapter whose work is done).</param>
     /// <param name="rowSlot">the gathered adapter slot the row passes to the per-row forward (null: the base model).</param>
-    sealed class Row(GenerationRequest request, string? slot, string? rowSlot, ServedModel served)
+    /// <param name="leading">context positions the adapter's virtual tokens or prefix hold in the row's cache.</param>
+    sealed class Row(GenerationRequest request, string? slot, string? rowSlot, ServedModel served, int leading)
     {
         readonly Sampler sampler = new(request.Sampling.Temperature, request.Sampling.TopP, request.Sampling.Seed);
         readonly TextStream text = new(served.Decode, request.Sampling.Stop ?? []);
@@ -408,7 +417,7 @@ public sealed class BatchEngine : IHostedService, IDisposable
             var (delta, stoppedByString) = text.Push(token);
             if (delta.Length > 0) EmitDelta(delta);
             if (stoppedByString) Finish("stop", flush: false);
-            else if (generated.Count >= Request.Sampling.MaxTokens || Request.PromptIds.Count + generated.Count >= served.ContextLength)
+            else if (generated.Count >= Request.Sampling.MaxTokens || leading + Request.PromptIds.Count + generated.Count >= served.ContextLength)
                 Finish("length", flush: true);
         }
 

@@ -133,6 +133,29 @@ public sealed class AdapterTypesServingTests(AdapterTypesFixture fixture) : ICla
         Assert.True(evictions >= 3, metrics);
     }
 
+    [Fact]
+    public async Task VirtualTokensAndPrefixesTakeContextPositions()
+    {
+        // The tiny model's context is 96 positions; "prompt" puts 4 virtual tokens in front, "prefix" 3 key/value positions.
+        var many = F.Tokenizer.Encode(string.Join(" ", Enumerable.Repeat("Romeo", 120)));
+        var ids93 = many.Take(93).ToArray();
+        var ids90 = many.Take(90).ToArray();
+        using var server = F.Start(new ServerOptions { AdapterDir = F.AdapterDir });
+        Assert.Equal(200, (await server.PostJson("/v1/completions", new { model = "tiny", prompt = ids93, max_tokens = 1, temperature = 0 })).Status);
+        foreach (var name in new[] { "prompt", "prefix" })
+        {
+            var (status, json) = await server.PostJson("/v1/completions", new { model = name, prompt = ids93, max_tokens = 5, temperature = 0 });
+            Assert.Equal(400, status);
+            Assert.Equal("context_length_exceeded", json.GetProperty("error").GetProperty("code").GetString());
+        }
+        // 90 + 4 virtual positions leave room for 2 tokens: the server stops where generate stops, with "length".
+        var (ok, completion) = await server.PostJson("/v1/completions", new { model = "prompt", prompt = ids90, max_tokens = 10, temperature = 0 });
+        Assert.Equal(200, ok);
+        Assert.Equal(fixture.Generate(ids90, "prompt", 10), Text(completion));
+        Assert.Equal("length", completion.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.Equal(2, completion.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
     [Theory]
     [InlineData(16)] // every request starts together: one padded prefill per kind, one mixed batch
     [InlineData(3)]  // rows join as others leave
