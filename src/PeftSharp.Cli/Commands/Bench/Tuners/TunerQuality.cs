@@ -84,13 +84,13 @@ public static class TunerQuality
                      trainable_parameters = counts, perplexity = ppl, not_measured = missing, plot };
     }
 
-    static double Perplexity(CausalLM model, ModelTokenizer tokenizer, string text)
+    internal static double Perplexity(CausalLM model, ModelTokenizer tokenizer, string text)
     {
         using var _ = no_grad();
         return Scoring.MeanNll(model, tokenizer.Encode(text), window: Context).Perplexity;
     }
 
-    static void WritePlot(string path, Dictionary<string, Dictionary<string, double>> ppl, string[] tasks)
+    internal static void WritePlot(string path, Dictionary<string, Dictionary<string, double>> ppl, string[] tasks, string? title = null)
     {
         var plt = new ScottPlot.Plot();
         var palette = new ScottPlot.Palettes.Category10();
@@ -111,7 +111,7 @@ public static class TunerQuality
         var ticks = tasks.Select((t, i) => new ScottPlot.Tick(i * (methods.Length + 1) + (methods.Length - 1) / 2.0, t)).ToArray();
         plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
         plt.Axes.Margins(bottom: 0);
-        plt.Title("Held-out perplexity on the demo's tasks (lower is better)");
+        plt.Title(title ?? "Held-out perplexity on the demo's tasks (lower is better)");
         plt.YLabel("perplexity");
         plt.ShowLegend(ScottPlot.Alignment.UpperCenter); // the tallest bars sit at the corners
         plt.SavePng(path, 900, 520);
