@@ -36,7 +36,7 @@ public sealed class DemoTraining
     /// </summary>
     public static DemoTraining Run(string label, CausalLM model, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> parameters,
         ModelTokenizer tokenizer, string trainText, string evalText, int context, int maxSteps, TimeSpan budget, int batch, double lr, ulong seed,
-        Action<long>? beforeStep = null, bool quiet = false)
+        Action<long>? beforeStep = null, bool quiet = false, Func<TorchSharp.torch.Tensor?>? extraLoss = null)
     {
         var train = TextData.Pack(tokenizer, [trainText], context).Examples;
         var eval = TextData.Pack(tokenizer, [evalText], context).Examples;
@@ -56,7 +56,7 @@ public sealed class DemoTraining
         };
         var run = new DemoTraining();
         var progress = new Reporter(label, run);
-        using var trainer = new Trainer(model, groups, options, train, eval, padTokenId: tokenizer.EosTokenId ?? 0) { Progress = progress, BeforeStep = beforeStep };
+        using var trainer = new Trainer(model, groups, options, train, eval, padTokenId: tokenizer.EosTokenId ?? 0) { Progress = progress, BeforeStep = beforeStep, ExtraLoss = extraLoss };
         trainer.Train();
         Console.Error.WriteLine();
         return run;

@@ -82,6 +82,29 @@ public class WeightedAdapterTests
         }
     }
 
+    [Fact]
+    public void TruncatedSvdIsTheBestRankKApproximationOfTheWeightedSum()
+    {
+        // Σ rᵢ = 6 > svd_rank 2: the result must be the rank-2 truncation of Σ wᵢ·ΔWᵢ, taken here from a float64 full SVD
+        // of the plain-loop sum (the library factors the sum without forming it).
+        var lora = Two(3, 3, 3, 6, out var model);
+        using var _ = model;
+        lora.AddWeightedAdapter(["x", "y"], [0.7, -0.4], "t", "svd", svdRank: 2);
+        foreach (var layer in lora.LinearLayers.Values)
+        {
+            var dx = LoopDelta(layer, "x");
+            var dy = LoopDelta(layer, "y");
+            int rows = dx.GetLength(0), cols = dx.GetLength(1);
+            var sum = new double[rows * cols];
+            for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) sum[i * cols + j] = 0.7 * dx[i, j] - 0.4 * dy[i, j];
+            var (u, sv, vh) = TorchSharp.torch.linalg.svd(TorchSharp.torch.tensor(sum, [rows, cols]), fullMatrices: false);
+            var best = u.narrow(1, 0, 2).mul(sv.narrow(0, 0, 2).unsqueeze(0)).matmul(vh.narrow(0, 0, 2)).data<double>().ToArray();
+            var want = new double[rows, cols];
+            for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) want[i, j] = best[i * cols + j];
+            AssertClose(want, LoopDelta(layer, "t"), 1e-4);
+        }
+    }
+
     static double[] Flat(double[,] m) => m.Cast<double>().ToArray();
 
     [Fact]

@@ -104,6 +104,20 @@ public static class WeightedAdapters
         return TargetModules.FromRegex(string.Join("|", list.Select(t => $"({t.Regex ?? string.Join("|", t.Names!.Select(System.Text.RegularExpressions.Regex.Escape))})")));
     }
 
+    /// <summary>
+    /// The thin SVD of Σ Bᵢ·Aᵢ (Bᵢ [out, rᵢ], Aᵢ [rᵢ, in]) without forming the [out, in] matrix: with B = [B₁ … Bₙ] = Q_B·R_B
+    /// and Aᵀ = [A₁; …; Aₙ]ᵀ = Q_A·R_A, Σ Bᵢ·Aᵢ = Q_B·(R_B·R_Aᵀ)·Q_Aᵀ, so the SVD of the small R×R core (R = Σ rᵢ) gives it
+    /// exactly. The same singular values and vectors (up to sign) as a full SVD of the sum, in O((out + in)·R²) instead of
+    /// O(out·in·min(out, in)): what makes <c>combine --combination-type svd</c> fast at 7B widths.
+    /// </summary>
+    static (Tensor U, Tensor S, Tensor Vh) LowRankSvd(IReadOnlyList<Tensor> bs, IReadOnlyList<Tensor> as_)
+    {
+        var (qb, rb) = linalg.qr(cat(bs.ToArray(), 1));
+        var (qa, ra) = linalg.qr(cat(as_.ToArray(), 0).t());
+        var (u, s, vh) = linalg.svd(rb.matmul(ra.t()), fullMatrices: false);
+        return (qb.matmul(u), s, vh.matmul(qa.t()));
+    }
+
     /// <summary>New (A, B) for one layer; deltaOf gives sᵢ·Bᵢ·Aᵢ in the B·A orientation.</summary>
     static (Tensor A, Tensor B) Combine(Combination how, IReadOnlyList<string> adapters, IReadOnlyList<double> weights,
         IReadOnlyDictionary<string, LoraAdapterSettings> present, Func<string, Tensor> aOf, Func<string, Tensor> bOf, Func<string, Tensor> deltaOf)
@@ -129,9 +143,16 @@ public static class WeightedAdapters
         }
         else
         {
-            var delta = TaskMerging.Merge(how.Method, used.Select(p => deltaOf(p.name).to_type(ScalarType.Float32)).ToList(),
-                used.Select(p => p.w * present[p.name].Scaling).ToList(), how.Density, how.Sign, how.Generator);
-            var (u, s, vh) = linalg.svd(delta, fullMatrices: false);
+            Tensor u, s, vh;
+            if (how.Method == "linear")
+                (u, s, vh) = LowRankSvd(used.Select(p => bOf(p.name).to_type(ScalarType.Float32).mul(p.w * present[p.name].Scaling)).ToList(),
+                                        used.Select(p => aOf(p.name).to_type(ScalarType.Float32)).ToList());
+            else
+            {
+                var delta = TaskMerging.Merge(how.Method, used.Select(p => deltaOf(p.name).to_type(ScalarType.Float32)).ToList(),
+                    used.Select(p => p.w * present[p.name].Scaling).ToList(), how.Density, how.Sign, how.Generator);
+                (u, s, vh) = linalg.svd(delta, fullMatrices: false);
+            }
             int k = (int)Math.Min(newRank, s.shape[0]);
             b = u.narrow(1, 0, k).mul(s.narrow(0, 0, k).unsqueeze(0));
             a = vh.narrow(0, 0, k);
