@@ -17,6 +17,7 @@ public static class BenchCommand
         BenchTunersCommand.Create(),
         BenchGaLoreCommand.Create(),
         BenchPromptsCommand.Create(),
+        BenchComposeCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>
