@@ -194,6 +194,29 @@ public class UniPeltTests
         Assert.True(MaxAbsDiff(expectedLora, Logits(m.Model, ids)) < 1e-4);
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void CachedDecodingEqualsFullForwards(string family)
+    {
+        using var m = Load(family);
+        var u = UniPeltModel.Create(m.Model, SmallConfig(), seed: 21);
+        Randomize(u, 22);
+        var ids = RandomIds(9, m.Vocab, 23).ToList();
+        using var _ = no_grad();
+        using var cache = m.Model.NewCache();
+        for (int n = 5; n <= ids.Count; n++)
+        {
+            using var scope = NewDisposeScope();
+            var input = n == 5 ? tensor(ids.Take(5).Select(i => (long)i).ToArray()).unsqueeze(0) : tensor(new long[] { ids[n - 1] }).unsqueeze(0);
+            var cached = ToArray(m.Model.Forward(input, cache)[0, TensorIndex.Slice(-1)].to_type(ScalarType.Float32));
+            var full = Logits(m.Model, ids.Take(n).ToArray());
+            var last = new float[1, full.GetLength(1)];
+            for (int j = 0; j < full.GetLength(1); j++) last[0, j] = full[n - 1, j];
+            Assert.True(MaxAbsDiff(last, cached) < 1e-4, $"step {n}");
+        }
+    }
+
     [Fact]
     public void GradientsReachEveryGate()
     {
