@@ -22,6 +22,7 @@ public static class Program
             CombineCommand.Create(),
             MergeModelsCommand.Create(),
             LoraHubCommand.Create(),
+            NoahSearchCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
