@@ -37,6 +37,7 @@ internal sealed class GatedAdapter : ILayerTuner
     public TorchLinear Up { get; }
     public TorchLinear GateLayer { get; }
     public bool Enabled { get; set; } = true;
+    public GateMeter? Meter { get; set; }
 
     /// <summary>The parameters with their names relative to the host layer.</summary>
     public IEnumerable<(string Name, TorchSharp.Modules.Parameter Param)> Parameters()
@@ -55,7 +56,9 @@ internal sealed class GatedAdapter : ILayerTuner
         var f = z.dtype == ScalarType.Float32 ? z : z.to_type(ScalarType.Float32);
         var hidden = Down.forward(f);
         hidden = NonLinearity == "relu" ? nn.functional.relu(hidden) : hidden.tanh();
-        var delta = Up.forward(hidden).mul(Gate.Apply(GateLayer, f));
+        var g = Gate.Apply(GateLayer, f);
+        Meter?.Add(g);
+        var delta = Up.forward(hidden).mul(g);
         return z.add(delta.to_type(z.dtype)).MoveToOuterDisposeScope();
     }
 

@@ -36,6 +36,7 @@ internal sealed class GatedLora : ILayerTuner
     public TorchLinear B { get; }
     public TorchLinear GateLayer { get; }
     public bool Enabled { get; set; } = true;
+    public GateMeter? Meter { get; set; }
 
     /// <summary>The parameters with their names relative to the host layer.</summary>
     public IEnumerable<(string Name, TorchSharp.Modules.Parameter Param)> Parameters()
@@ -52,7 +53,9 @@ internal sealed class GatedLora : ILayerTuner
         if (!Enabled) return y;
         using var scope = NewDisposeScope();
         var f = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
-        var delta = B.forward(A.forward(f)).mul(Gate.Apply(GateLayer, f)).mul(Scaling);
+        var g = Gate.Apply(GateLayer, f);
+        Meter?.Add(g);
+        var delta = B.forward(A.forward(f)).mul(g).mul(Scaling);
         return y.add(delta.to_type(y.dtype)).MoveToOuterDisposeScope();
     }
 

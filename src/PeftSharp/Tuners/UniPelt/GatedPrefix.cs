@@ -34,6 +34,9 @@ internal sealed class GatedPrefix(PrefixTable table, IReadOnlyList<TorchSharp.Mo
 
     public int Length => length;
 
+    /// <summary>When set, receives the gates each prefix forward uses, per layer.</summary>
+    public GateMeter[]? Meters { get; set; }
+
     public void Observe(int layer, Tensor hidden)
     {
         if (layer >= gates.Count) return;
@@ -51,6 +54,7 @@ internal sealed class GatedPrefix(PrefixTable table, IReadOnlyList<TorchSharp.Mo
     {
         var g = current[layer] ?? throw new PeftSharpException($"UniPELT prefix: no gate computed for layer {layer} (the model forward did not run the hidden-state taps)");
         if (g.shape[0] != batch) throw new PeftSharpException($"UniPELT prefix: gate batch {g.shape[0]} does not match the forward's batch {batch}");
+        Meters?[layer].Add(g);
         using var scope = NewDisposeScope();
         int hd = tokenDim / heads;
         var view = table.weight.view(length, gates.Count * 2, heads, hd);

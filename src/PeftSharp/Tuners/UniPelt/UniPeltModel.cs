@@ -134,6 +134,33 @@ public sealed class UniPeltModel : ITunerModel
     /// <summary>The gate of each example in <paramref name="layer"/>'s prefix from the last forward that added the prefix, [B, 1].</summary>
     public Tensor? PrefixGate(int layer) => prefix?.GateOf(layer);
 
+    /// <summary>
+    /// The mean value of every gate over the forwards <paramref name="run"/> makes (e.g. over validation batches):
+    /// what <see cref="UniPeltExport"/> can fold into the exported parts.
+    /// </summary>
+    public GateMeans MeasureGates(Action run)
+    {
+        if (name is null || prefix is null) throw new PeftSharpException("no UniPELT adapter");
+        var loraMeters = loras.ToDictionary(kv => kv.Key, kv => kv.Value.Meter = new GateMeter());
+        var adapterMeters = adapters.ToDictionary(kv => kv.Key, kv => kv.Value.Meter = new GateMeter());
+        var prefixMeters = prefixGates.Select(_ => new GateMeter()).ToArray();
+        prefix.Meters = prefixMeters;
+        try { run(); }
+        finally
+        {
+            foreach (var l in loras.Values) l.Meter = null;
+            foreach (var a in adapters.Values) a.Meter = null;
+            prefix.Meters = null;
+        }
+        static double Mean(GateMeter m, string what) => m.Mean ?? throw new PeftSharpException($"UniPELT gates: {what} saw no input while measuring (run at least one forward with the adapter active)");
+        return new GateMeans(loraMeters.ToDictionary(kv => kv.Key, kv => Mean(kv.Value, kv.Key)),
+            adapterMeters.ToDictionary(kv => kv.Key, kv => Mean(kv.Value, kv.Key)),
+            prefixMeters.Select((m, i) => Mean(m, $"prefix of layer {i}")).ToList());
+    }
+
+    internal IReadOnlyDictionary<string, GatedLora> LoraParts => loras;
+    internal IReadOnlyDictionary<string, GatedAdapter> AdapterParts => adapters;
+
     /// <summary>Every adapter parameter by its model parameter name.</summary>
     public IEnumerable<(string Name, Parameter Param)> NamedParameters()
     {

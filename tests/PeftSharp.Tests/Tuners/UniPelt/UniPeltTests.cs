@@ -217,6 +217,33 @@ public class UniPeltTests
         }
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void ExportWithConstantGatesFoldedLoadsAsOrdinaryAdaptersWithTheSameLogits(string family)
+    {
+        using var m = Load(family);
+        using var tmp = new TempDir();
+        var u = UniPeltModel.Create(m.Model, SmallConfig(), seed: 31);
+        Randomize(u, 32);
+        // Zero gate weights make every gate the constant σ(bias): the export is then exact.
+        ForceGates(u, "lora", 0.4);
+        ForceGates(u, "adapter", -0.7);
+        ForceGates(u, "prefix", 1.3);
+        var ids = RandomIds(6, m.Vocab, 33);
+        var means = u.MeasureGates(() => Logits(m.Model, ids));
+        Assert.All(means.Lora.Values, g => Assert.Equal(Sig(0.4), g, 6));
+        Assert.All(means.Adapter.Values, g => Assert.Equal(Sig(-0.7), g, 6));
+        Assert.All(means.Prefix, g => Assert.Equal(Sig(1.3), g, 6));
+        var want = Logits(m.Model, ids);
+        var folders = UniPeltExport.Write(u, tmp.Path, means);
+        Assert.Equal(["LORA", "PREFIX_TUNING", "BOTTLENECK"], folders.Select(f => PeftConfig.ReadPeftType(f)!).ToArray());
+        u.Unload();
+        var peft = PeftModel.Load(m.Model, folders, ["lora", "prefix", "bn"]);
+        peft.SetAdapter("lora", "prefix", "bn");
+        Assert.True(MaxAbsDiff(want, Logits(m.Model, ids)) < 1e-4);
+    }
+
     [Fact]
     public void GradientsReachEveryGate()
     {
