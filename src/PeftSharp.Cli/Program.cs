@@ -23,6 +23,7 @@ public static class Program
             MergeModelsCommand.Create(),
             LoraHubCommand.Create(),
             NoahSearchCommand.Create(),
+            UniPeltExportCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),

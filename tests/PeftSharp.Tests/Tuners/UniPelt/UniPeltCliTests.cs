@@ -49,6 +49,15 @@ public class UniPeltCliTests
         long expected = L * ((R * E + 3 * E * R + E + 1) + (D * E + E * D + E + 1) + (E + 1)) + P * L * 2 * E;
         Assert.Equal(expected, i.Json().GetProperty("trainable_params").GetInt64());
         Assert.Equal(expected, tensors.Values.Sum(t => t.Values.LongLength));
+
+        var exportDir = Path.Combine(TinyCheckpoints.NewTempDirectory(), "parts");
+        var x = CliRunner.Run("unipelt-export", "--model", model, "--adapter", outDir, "--data", Path.Combine(model, "text.txt"), "--out", exportDir, "--json");
+        Assert.True(x.ExitCode == 0, x.Stderr);
+        Assert.Equal(2, x.Json().GetProperty("prefix_gates").GetArrayLength());
+        foreach (var part in new[] { "lora", "prefix", "bottleneck" }) Assert.True(File.Exists(Path.Combine(exportDir, part, "adapter_model.safetensors")), part);
+        var ev = CliRunner.Run("eval", "--model", model, "--text", Path.Combine(model, "text.txt"), "--adapter", Path.Combine(exportDir, "lora"),
+            "--adapter", Path.Combine(exportDir, "prefix"), "--adapter", Path.Combine(exportDir, "bottleneck"), "--json");
+        Assert.True(ev.ExitCode == 0, ev.Stderr);
     }
 
     [Fact]
