@@ -22,6 +22,8 @@ public static class Program
             CombineCommand.Create(),
             MergeModelsCommand.Create(),
             LoraHubCommand.Create(),
+            NoahSearchCommand.Create(),
+            UniPeltExportCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
