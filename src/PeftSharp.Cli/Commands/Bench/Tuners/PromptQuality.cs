@@ -5,6 +5,7 @@ using PeftSharp.Tokenization;
 using PeftSharp.Tuners;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Prompts;
+using PeftSharp.Tuners.UniPelt;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Cli.Commands.Bench.Tuners;
@@ -23,7 +24,7 @@ public static class PromptQuality
     /// <summary>One measured method: a name, its PEFT config and its learning rate.</summary>
     public sealed record Method(string Name, Func<PeftConfig> Config, double LearningRate);
 
-    /// <summary>LoRA at two ranks and each soft-prompt method at 20 virtual tokens (prompt tuning also at 100).</summary>
+    /// <summary>LoRA at two ranks, each soft-prompt method at 20 virtual tokens (prompt tuning also at 100), and UniPELT (LoRA r=8, 10-token prefix, 16-wide adapter, gated).</summary>
     public static IReadOnlyList<Method> Methods { get; } =
     [
         new("lora r=8", () => new LoraConfig { R = 8, LoraAlpha = 16 }, 2e-3),
@@ -33,6 +34,7 @@ public static class PromptQuality
         new("p-tuning n=20", () => new PromptEncoderConfig { NumVirtualTokens = 20 }, 1e-2),
         new("prefix-tuning n=20", () => new PrefixTuningConfig { NumVirtualTokens = 20 }, 1e-2),
         new("prefix-tuning n=20 proj", () => new PrefixTuningConfig { NumVirtualTokens = 20, PrefixProjection = true, EncoderHiddenSize = 64 }, 1e-2),
+        new("unipelt", () => new UniPeltConfig { R = 8, LoraAlpha = 16, NumVirtualTokens = 10, BottleneckSize = 16 }, 2e-3),
     ];
 
     /// <summary>Trains every method (or those named in <paramref name="only"/>) on both tasks and reports the table, a plot and a JSON object.</summary>
