@@ -48,7 +48,7 @@ public sealed class GptqWeight : IDisposable
         get
         {
             using var scope = NewDisposeScope();
-            return GIdx.equal(arange(InFeatures, ScalarType.Int64).div(GroupSize, rounding_mode: RoundingMode.floor)).item<bool>();
+            return GIdx.eq(arange(InFeatures, ScalarType.Int64).div(GroupSize, rounding_mode: RoundingMode.floor)).all().item<bool>();
         }
     }
 
