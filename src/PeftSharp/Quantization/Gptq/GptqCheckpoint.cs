@@ -45,6 +45,14 @@ public static class GptqCheckpoint
             var (owner, local) = ModuleParameters.Split(weightName);
             if (local != "weight" || modules[owner] is not Linear linear || GptqLayers.Of(linear) is not { } w) return false;
             if (!written.Add(prefix)) return true;
+            using (var check = NewDisposeScope())
+            {
+                // A weight changed in full precision after quantization (e.g. a LoRA merged into it) would be lost here.
+                var held = linear.WeightOutIn.to_type(ScalarType.Float32);
+                var expected = w.Dequantize(linear.weight.dtype).to_type(ScalarType.Float32);
+                if (held.sub(expected).abs().max().item<float>() > 1e-5f * (1 + expected.abs().max().item<float>()))
+                    throw new PeftSharpException($"{owner}: the layer's weight no longer equals its GPTQ quantization (changed in full precision, e.g. an adapter merged into the weight); fold QA-LoRA adapters with QaLoraMerge instead");
+            }
             foreach (var (suffix, t) in GptqFormat.Write(w, config, owner))
             {
                 tensors.Add(new(prefix + "." + suffix, t));

@@ -201,6 +201,26 @@ public class QaLoraTests
     }
 
     [Fact]
+    public void ActOrderBaseAndFullPrecisionMergesAreRefusedInOneLine()
+    {
+        var f = GptqFolderTests.Write(4, v2: true, sym: false, actOrder: true, groupSize: Group, seed: 21);
+        using (var model = ModelLoader.Load(f.Dir))
+        {
+            var lora = LoraModel.Create(model, Config(), seed: 6);
+            var e = Assert.Throws<PeftSharpException>(() => QaLoraMerge.MergeIntoZeros(lora));
+            Assert.Contains("act-order", e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        var (plain, ckpt) = Tiny(16);
+        using var _ = plain;
+        var l2 = LoraModel.Create(plain, Config(), seed: 7);
+        l2.MergeAndUnload(); // full-precision merge: the weights leave the quantization grid
+        var outDir = Path.Combine(TinyCheckpoints.NewTempDirectory(), "stale");
+        var e2 = Assert.Throws<PeftSharpException>(() => GptqCheckpoint.Save(plain, ckpt.Directory, outDir, new GptqConfig { Bits = 4, GroupSize = Group, Sym = false }));
+        Assert.Contains("no longer equals its GPTQ quantization", e2.Message);
+    }
+
+    [Fact]
     public void GroupSizeNotDividingInFeaturesAndUnsupportedBitsAreOneLineErrors()
     {
         var (model, _) = Tiny(15);
