@@ -1,6 +1,9 @@
 using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Quantization;
+using PeftSharp.Quantization.Gptq;
+using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.QaLora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Cli.Commands;
@@ -22,19 +25,35 @@ public static class MergeCommand
         {
             Description = "write the merged model 4-bit (bitsandbytes format; a 4-bit model keeps its settings, others get nf4 + double quantization) and report the rounding",
         };
+        var integerZeros = new Option<bool>("--integer-zeros")
+        {
+            Description = "QA-LoRA: write a standard GPTQ v1 folder (zero points rounded to integers) and report the rounding; default: exact float32 zero points (PeftSharp's extension)",
+        };
         var rank = ModelSession.RankOption();
         var json = CliOptions.Json();
-        var command = new Command("merge", "merge adapters into the base model and write a Hugging Face model folder") { model, adapters, outDir, safe, quantizeOutput, rank, json };
-        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(model)!, parse.GetValue(adapters)!, parse.GetValue(outDir)!, parse.GetValue(safe), parse.GetValue(quantizeOutput), parse.GetValue(rank), parse.GetValue(json))));
+        var command = new Command("merge", "merge adapters into the base model and write a Hugging Face model folder (QA-LoRA adapters: a GPTQ folder)") { model, adapters, outDir, safe, quantizeOutput, integerZeros, rank, json };
+        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(model)!, parse.GetValue(adapters)!, parse.GetValue(outDir)!, parse.GetValue(safe), parse.GetValue(quantizeOutput), parse.GetValue(integerZeros), parse.GetValue(rank), parse.GetValue(json))));
         return command;
     }
 
-    static int Run(string modelDir, string[] adapterDirs, string outDir, bool safe, bool quantizeOutput, int? rank, bool json)
+    static int Run(string modelDir, string[] adapterDirs, string outDir, bool safe, bool quantizeOutput, bool integerZeros, int? rank, bool json)
     {
         if (adapterDirs.Length == 0) throw new PeftSharpException("--adapter: give at least one adapter folder to merge");
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new PeftSharpException($"--out {outDir}: folder exists and is not empty; choose a new folder (nothing is overwritten)");
-        var stored = BitsAndBytesConfig.FromModelConfig(ModelConfig.Load(modelDir));
+        var modelConfig = ModelConfig.Load(modelDir);
+        var dirs = ModelSession.ParseAdapters(adapterDirs).Dirs;
+        bool qalora = dirs.Any(IsQaLora);
+        if (qalora || GptqConfig.FromModelConfig(modelConfig) is not null)
+        {
+            if (!dirs.All(IsQaLora))
+                throw new PeftSharpException(qalora ? "--adapter: QA-LoRA adapters can only be merged together with other QA-LoRA adapters"
+                                                    : $"--model {modelDir}: a GPTQ base can only be merged with QA-LoRA adapters (use_qalora)");
+            if (quantizeOutput || rank is not null || safe) throw new PeftSharpException("--quantize-output, --rank and --safe do not apply to a QA-LoRA merge");
+            return RunQaLora(modelDir, adapterDirs, outDir, integerZeros, json);
+        }
+        if (integerZeros) throw new PeftSharpException("--integer-zeros: only for QA-LoRA adapters (use_qalora)");
+        var stored = BitsAndBytesConfig.FromModelConfig(modelConfig);
         if (stored is not null || quantizeOutput)
         {
             if (rank is not null) throw new PeftSharpException("--rank is not supported together with a 4-bit merge");
@@ -45,6 +64,62 @@ public static class MergeCommand
         ModelSaver.SaveLike(merged, modelDir, outDir);
         Console.WriteLine($"merged {adapterDirs.Length} adapter(s) into {outDir}");
         if (json) JsonOutput.Write(new { out_dir = outDir, adapters = adapterDirs.Length });
+        return 0;
+    }
+
+    static bool IsQaLora(string dir) =>
+        File.Exists(Path.Combine(dir, Peft.PeftConfig.ConfigFileName)) && Peft.PeftConfig.ReadPeftType(dir) == Peft.PeftTypes.Lora && LoraConfig.Load(dir).UseQalora;
+
+    /// <summary>
+    /// QA-LoRA: the adapters fold into the zero points of the group-quantized base and a GPTQ folder is written, with
+    /// float32 zero points (exact) or, with --integer-zeros, rounded ones (standard v1); the logit differences on a
+    /// probe batch are reported.
+    /// </summary>
+    static int RunQaLora(string modelDir, string[] adapterDirs, string outDir, bool integerZeros, bool json)
+    {
+        using var session = ModelSession.Load(modelDir, adapterDirs, ScalarType.Float32, CPU);
+        if (session.Peft!.Tuners.FirstOrDefault(t => t is not LoraModel) is { } other)
+            throw new PeftSharpException($"--adapter: {other.Tuner.Name} adapters cannot be merged into a QA-LoRA GPTQ folder");
+        var model = session.Model;
+        using var probe = new LogitProbe(model.Config);
+        using var unmerged = probe.Logits(model);
+        int layers = QaLoraMerge.MergeIntoZeros(session.Lora!);
+        using var exact = probe.Logits(model);
+        var fold = LogitProbe.Difference(exact, unmerged);
+        var first = GptqLayers.Quantized(model).First().Weight;
+        var source = GptqConfig.FromModelConfig(model.Config);
+        var config = new GptqConfig
+        {
+            Bits = first.Bits,
+            GroupSize = source?.GroupSize ?? (int)first.GroupSize,
+            DescAct = source?.DescAct ?? false,
+            Sym = false,
+            CheckpointFormat = integerZeros ? "gptq" : "gptq_v2",
+            FloatZeros = !integerZeros,
+        };
+        (double Max, double Mean)? rounding = null;
+        (long Rounded, long Clamped, double MaxShift) zeros = default;
+        if (integerZeros)
+        {
+            zeros = QaLoraMerge.RoundZeros(model);
+            using var rounded = probe.Logits(model);
+            rounding = LogitProbe.Difference(rounded, unmerged);
+        }
+        GptqCheckpoint.Save(model, modelDir, outDir, config);
+        Console.WriteLine($"merged {adapterDirs.Length} QA-LoRA adapter(s) into the zero points of {layers} layers; wrote a {config.Bits}-bit GPTQ folder {outDir} " +
+                          (integerZeros ? "(v1, integer zero points)" : "(float32 zero points: PeftSharp's extension, peftsharp_float_zeros)"));
+        Console.WriteLine($"logits against the unmerged QA-LoRA model on a 2x32 probe: exact fold max |Δ| = {fold.Max:G4}, mean |Δ| = {fold.Mean:G4}");
+        if (rounding is { } r)
+            Console.WriteLine($"integer zero points ({zeros.Rounded} rounded, {zeros.Clamped} clamped into 1..{1 << config.Bits}, largest shift {zeros.MaxShift:G4}): " +
+                              $"max |Δ logit| = {r.Max:G4}, mean |Δ logit| = {r.Mean:G4}");
+        if (json)
+            JsonOutput.Write(new
+            {
+                out_dir = outDir, adapters = adapterDirs.Length, layers, bits = config.Bits, group_size = config.GroupSize, integer_zeros = integerZeros,
+                fold_max_abs_logit_diff = fold.Max, fold_mean_abs_logit_diff = fold.Mean,
+                rounding_max_abs_logit_diff = rounding?.Max, rounding_mean_abs_logit_diff = rounding?.Mean,
+                zeros_rounded = integerZeros ? zeros.Rounded : (long?)null, zeros_clamped = integerZeros ? zeros.Clamped : (long?)null,
+            });
         return 0;
     }
 

@@ -32,11 +32,17 @@ public static class ModelLoader
     /// <summary>
     /// Loads config and weights. Each parameter is read straight into its own storage (one copy in memory). With
     /// <paramref name="quantization"/>, or for a folder saved in bitsandbytes' 4-bit format, the linear layers are held
-    /// in 4 bits and loaded layer by layer (see <see cref="QuantizedModelLoader"/>).
+    /// in 4 bits and loaded layer by layer (see <see cref="QuantizedModelLoader"/>). A GPTQ folder loads dequantized
+    /// (see <see cref="Quantization.Gptq.GptqModelLoader"/>).
     /// </summary>
     public static CausalLM Load(string modelDir, ScalarType dtype = ScalarType.Float32, Device? device = null, BitsAndBytesConfig? quantization = null)
     {
         var config = ModelConfig.Load(modelDir);
+        if (Quantization.Gptq.GptqConfig.FromModelConfig(config) is not null)
+        {
+            if (quantization is not null) throw new PeftSharpException($"{config.SourcePath}: the folder is GPTQ-quantized; it cannot also be loaded in 4 bits (bitsandbytes)");
+            return Quantization.Gptq.GptqModelLoader.Load(modelDir, dtype, device);
+        }
         if (quantization is not null || BitsAndBytesConfig.FromModelConfig(config) is not null)
             return QuantizedModelLoader.Load(modelDir, dtype, device, quantization);
         using var checkpoint = SafetensorsCheckpoint.Open(modelDir);

@@ -52,10 +52,12 @@ public sealed record BitsAndBytesConfig
         ["quant_method"] = "bitsandbytes",
     };
 
-    /// <summary>The config.json's quantization_config, or null when the folder is not quantized.</summary>
+    /// <summary>The config.json's quantization_config, or null when the folder is not quantized (or GPTQ-quantized).</summary>
     public static BitsAndBytesConfig? FromModelConfig(ModelConfig config)
     {
         if (config.Extra is null || !config.Extra.TryGetValue("quantization_config", out var q) || q.ValueKind == JsonValueKind.Null) return null;
+        if (q.ValueKind == JsonValueKind.Object && q.TryGetProperty("quant_method", out var m) && m.ValueKind == JsonValueKind.String && m.GetString() == "gptq")
+            return null; // GPTQ folders: Gptq.GptqModelLoader
         return FromJson(q, config.SourcePath ?? "config.json");
     }
 

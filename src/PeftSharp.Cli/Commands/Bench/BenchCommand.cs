@@ -18,6 +18,7 @@ public static class BenchCommand
         BenchGaLoreCommand.Create(),
         BenchPromptsCommand.Create(),
         BenchComposeCommand.Create(),
+        BenchQaLoraCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

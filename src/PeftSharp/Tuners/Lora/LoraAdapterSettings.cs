@@ -15,6 +15,12 @@ public sealed record LoraAdapterSettings(
     /// <summary>LoftQ (init "loftq"): alternating steps of loftq_iter (default 1).</summary>
     public int LoftqIter { get; init; } = 1;
 
+    /// <summary>
+    /// QA-LoRA (PEFT's use_qalora): the input is average-pooled in groups of this many columns before lora_A, so
+    /// lora_A is [r, in / group]; null for plain LoRA.
+    /// </summary>
+    public int? QaloraGroupSize { get; init; }
+
     /// <summary>α/r, or α/√r with rsLoRA.</summary>
     public double Scaling => ScalingAt(Rank);
 

@@ -131,6 +131,21 @@ public class LoraConfig : PeftConfig
     [JsonPropertyName("qalora_group_size")]
     public int QaloraGroupSize { get; set; } = 16;
 
+    /// <summary>
+    /// PeftSharp's extension for QA-LoRA, written as <c>qalora_bits</c> (PEFT keeps it as an unknown key): the bits
+    /// (2, 3, 4 or 8; default 4) of the group-wise quantization of a full-precision base, which PeftSharp quantizes
+    /// itself when the adapter is added (a GPTQ base keeps its own quantization). See docs/qa-lora.md.
+    /// </summary>
+    [JsonIgnore]
+    public int QaloraBits
+    {
+        get => ExtensionData[QaloraBitsKey] is JsonValue v && v.TryGetValue<int>(out int bits) ? bits : 4;
+        set => ExtensionData[QaloraBitsKey] = value;
+    }
+
+    /// <summary>The JSON key of <see cref="QaloraBits"/>.</summary>
+    public const string QaloraBitsKey = "qalora_bits";
+
     /// <summary>MontecloraConfig (see <see cref="LoraSubConfigs.Monteclora"/>); missing keys get defaults.</summary>
     [JsonPropertyName("monteclora_config")]
     public JsonObject? MontecloraConfig { get; set; }
@@ -189,6 +204,15 @@ public class LoraConfig : PeftConfig
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);
+        // qalora_bits is PeftSharp's own key (not a field of a newer PEFT).
+        warnings.RemoveAll(w => w.StartsWith($"Unexpected field '{QaloraBitsKey}'", StringComparison.Ordinal));
+        if (UseQalora)
+        {
+            if (QaloraGroupSize <= 0) throw Invalid("qalora_group_size", $"must be a positive integer, got {QaloraGroupSize}");
+            if (ExtensionData[QaloraBitsKey] is JsonNode b && !(b is JsonValue v && v.TryGetValue<int>(out int bits) && bits is 2 or 3 or 4 or 8))
+                throw Invalid(QaloraBitsKey, $"is {b.ToJsonString()}; expected 2, 3, 4 or 8");
+            if (UseDora) throw InvalidCombination("use_qalora cannot be combined with use_dora");
+        }
 
         if (MontecloraConfig is not null)
         {

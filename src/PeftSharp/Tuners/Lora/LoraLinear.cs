@@ -32,7 +32,8 @@ public sealed class DoraMagnitude : nn.Module
 /// <c>y = base(x) + lora_B(lora_A(dropout(x))) · scaling</c> summed over the active adapters, with
 /// A ∈ ℝ^{r×in} and B ∈ ℝ^{out×r}. Parameters hang off the host layer under PEFT's names
 /// (<c>lora_A.{adapter}.weight</c>, <c>lora_B.{adapter}.weight</c>, <c>lora_magnitude_vector.{adapter}.weight</c>),
-/// so several adapters live side by side and are switched by name.
+/// so several adapters live side by side and are switched by name. QA-LoRA adapters (use_qalora) pool the input per
+/// group of qalora_group_size columns before lora_A (see docs/qa-lora.md).
 /// </summary>
 public sealed class LoraLinear : LoraLayer
 {
@@ -118,7 +119,15 @@ public sealed class LoraLinear : LoraLayer
     {
         if (s.Rank <= 0) throw new PeftSharpException($"lora r must be a positive integer, got {s.Rank}");
         var device = Host.weight.device;
-        var a = new Linear(Host.InFeatures, s.Rank, hasBias: false, fanInFanOut: false, dtype, device);
+        long inA = Host.InFeatures;
+        if (s.QaloraGroupSize is int group)
+        {
+            if (group <= 0 || Host.InFeatures % group != 0)
+                throw new PeftSharpException($"qalora_group_size {group} does not divide in_features {Host.InFeatures}");
+            if (s.UseDora) throw new PeftSharpException("use_qalora cannot be combined with use_dora");
+            inA = Host.InFeatures / group;
+        }
+        var a = new Linear(inA, s.Rank, hasBias: false, fanInFanOut: false, dtype, device);
         var b = new Linear(s.Rank, Host.OutFeatures, hasBias: s.LoraBias, fanInFanOut: false, dtype, device);
         loraA.Add(name, a);
         loraB.Add(name, b);
@@ -160,7 +169,7 @@ public sealed class LoraLinear : LoraLayer
         {
             case "true":
                 // kaiming_uniform_(a=√5): U(−1/√fan_in, 1/√fan_in); B = 0 so the adapter starts as the identity.
-                Uniform(a.weight, 1.0 / Math.Sqrt(Host.InFeatures), gen);
+                Uniform(a.weight, 1.0 / Math.Sqrt(a.InFeatures), gen);
                 b.weight.zero_();
                 b.bias?.zero_();
                 break;
@@ -171,17 +180,18 @@ public sealed class LoraLinear : LoraLayer
                 break;
             case "false":
                 // nn.Linear's own initialisation for both factors (B ≠ 0): for tests and debugging, as PEFT.
-                Uniform(a.weight, 1.0 / Math.Sqrt(Host.InFeatures), gen);
+                Uniform(a.weight, 1.0 / Math.Sqrt(a.InFeatures), gen);
                 Uniform(b.weight, 1.0 / Math.Sqrt(s.Rank), gen);
                 if (b.bias is not null) Uniform(b.bias, 1.0 / Math.Sqrt(s.Rank), gen);
                 break;
-            case "olora":
+            case "olora" when s.QaloraGroupSize is null:
                 InitOlora(name, s);
                 break;
-            case "loftq":
+            case "loftq" when s.QaloraGroupSize is null:
                 Quantization.LoftQ.InitializeAdapter(Host, a, b, s.Rank, s.Scaling, s.LoftqBits, s.LoftqIter);
                 break;
             default:
+                if (s.QaloraGroupSize is not null) throw new PeftSharpException($"init_lora_weights \"{s.Init}\" cannot be used with use_qalora (expected true, false or gaussian)");
                 if (s.Init.StartsWith("pissa", StringComparison.Ordinal)) { InitPissa(name, s); break; }
                 throw new PeftSharpException($"init_lora_weights \"{s.Init}\" is not supported (expected true, false, gaussian, pissa, pissa_niter_N, olora or loftq)");
         }
@@ -223,12 +233,21 @@ public sealed class LoraLinear : LoraLayer
     // A 4-bit base is re-quantized with its own settings (as PEFT's bnb merge), which rounds W to the 4-bit grid.
     void SetBaseWeight32(Tensor outIn) => Host.SetWeightOutIn(outIn);
 
-    /// <summary>ΔW = s·B·A as float32 [out, in], at the adapter's current rank.</summary>
+    /// <summary>
+    /// ΔW = s·B·A as float32 [out, in], at the adapter's current rank; for QA-LoRA, s·B·A [out, in/group] spread over
+    /// the columns of each group (constant within a group).
+    /// </summary>
     public override Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
         var (a, b, scaling) = Factors(adapter);
         var delta = b.to_type(ScalarType.Float32).matmul(a.to_type(ScalarType.Float32)).mul_(scaling);
+        if (settings[adapter].QaloraGroupSize is int group)
+        {
+            // QA-LoRA: column g of B·A acts on the pooled group g, i.e. on each of its columns with weight (in/group)/group.
+            long groups = Host.InFeatures / group;
+            delta = delta.mul_((double)groups / group).repeat_interleave(group, 1);
+        }
         return delta.MoveToOuterDisposeScope();
     }
 
@@ -253,7 +272,7 @@ public sealed class LoraLinear : LoraLayer
             var xa = x.to_type(loraA[name].weight.dtype);
             if (!s.UseDora)
             {
-                var dropped = Dropout(xa, s);
+                var dropped = Pool(Dropout(xa, s), s);
                 var path = GradientTap is { } tap && is_grad_enabled()
                     ? tap.LoraPath(this, name, dropped)
                     : LoraPath(name, dropped);
@@ -269,6 +288,18 @@ public sealed class LoraLinear : LoraLayer
 
     Tensor Dropout(Tensor x, LoraAdapterSettings s) =>
         s.Dropout > 0 && Host.training ? nn.functional.dropout(x, s.Dropout, training: true) : x;
+
+    /// <summary>
+    /// QA-LoRA's input to lora_A, as PEFT's QALoraLinearVariant: the mean of each group of qalora_group_size input
+    /// columns, times the number of groups. Plain LoRA: x unchanged.
+    /// </summary>
+    Tensor Pool(Tensor x, LoraAdapterSettings s)
+    {
+        if (s.QaloraGroupSize is not int group) return x;
+        long groups = x.shape[^1] / group;
+        var shape = x.shape[..^1].Concat([groups, (long)group]).ToArray();
+        return x.reshape(shape).mean([-1L]).mul(groups);
+    }
 
     /// <summary>
     /// DoRA's addition to the base output: (m/‖W + ΔW‖ − 1)·(x·Wᵀ) + (m/‖W + ΔW‖)·s·B·A·x, the norm taken per output
@@ -301,7 +332,7 @@ public sealed class LoraLinear : LoraLayer
     /// One adapter per batch row (PEFT's adapter_names). The base layer runs once over the whole batch. Plain LoRA
     /// adapters are then applied as one gathered computation, as S-LoRA/Punica do: the factors of the adapters in
     /// the batch are stacked (zero-padded to the largest rank), each row picks its own with an index, and two batched
-    /// matrix products give every row's low-rank term, however many adapters the batch mixes. DoRA adapters and
+    /// matrix products give every row's low-rank term, however many adapters the batch mixes. DoRA, QA-LoRA and
     /// adapters with a LoRA bias are applied group by group.
     /// </summary>
     Tensor MixedBatchForward(Tensor x, IReadOnlyList<string> rowAdapters)
@@ -313,7 +344,7 @@ public sealed class LoraLinear : LoraLayer
         var result = Host.BaseForward(x);
         var present = rowAdapters.Where(settings.ContainsKey).Distinct().ToList();
         if (present.Count == 0) return result.MoveToOuterDisposeScope();
-        var gathered = present.Where(n => !settings[n].UseDora && loraB[n].bias is null && (settings[n].Dropout == 0 || !Host.training)).ToList();
+        var gathered = present.Where(n => !settings[n].UseDora && settings[n].QaloraGroupSize is null && loraB[n].bias is null && (settings[n].Dropout == 0 || !Host.training)).ToList();
         if (gathered.Count > 0) result = result.add(GatheredLoraPath(x, rowAdapters, gathered).to_type(result.dtype));
         var grouped = present.Except(gathered).ToHashSet();
         if (grouped.Count == 0) return result.MoveToOuterDisposeScope();
@@ -325,7 +356,7 @@ public sealed class LoraLinear : LoraLayer
             var rows = tensor(group.Select(p => (long)p.row).ToArray(), device: x.device);
             var sub = x.index_select(0, rows).to_type(loraA[group.Key].weight.dtype);
             var h = s.UseDora ? DoraDelta(group.Key, s, sub, Host.BaseForward(x.index_select(0, rows)))
-                              : LoraPath(group.Key, Dropout(sub, s));
+                              : LoraPath(group.Key, Pool(Dropout(sub, s), s));
             result.index_add_(0, rows, h.to_type(result.dtype), 1);
         }
         return result.MoveToOuterDisposeScope();

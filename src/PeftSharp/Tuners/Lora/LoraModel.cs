@@ -72,6 +72,33 @@ public sealed partial class LoraModel
                 .Where(m => (m.module is Linear || m.module is Embedding) && !IsAdapterPath(m.name))
                 .Select(m => (m.name, m.module));
 
+    /// <summary>
+    /// QA-LoRA needs a group-quantized base: the targets must be linear layers whose in_features qalora_group_size
+    /// divides, and a full-precision base is quantized here (every linear layer but lm_head, qalora_bits, groups of
+    /// qalora_group_size, round-to-nearest) unless it already holds GPTQ quantizations, which must have qalora_bits.
+    /// </summary>
+    void PrepareQaloraBase(LoraConfig config, IReadOnlyList<(string Path, nn.Module Module)> candidates)
+    {
+        int group = config.QaloraGroupSize, bits = config.QaloraBits;
+        Quantization.Gptq.GptqConfig.CheckBits(bits, LoraConfig.QaloraBitsKey);
+        foreach (var (path, module) in candidates)
+        {
+            if (!ModuleMatcher.IsTarget(config, path)) continue;
+            if (module is not Linear linear) throw new PeftSharpException($"use_qalora: {path} is not a linear layer (QA-LoRA adapts linear layers only)");
+            if (group <= 0 || linear.InFeatures % group != 0)
+                throw new PeftSharpException($"qalora_group_size (--group-size) {group} does not divide in_features {linear.InFeatures} of {path}");
+            if (linear.IsQuantized) throw new PeftSharpException($"use_qalora: {path} is a 4-bit (bitsandbytes) layer; QA-LoRA needs a full-precision or GPTQ base");
+        }
+        var existing = Quantization.Gptq.GptqLayers.Quantized(Root).Select(q => q.Weight).FirstOrDefault();
+        if (existing is not null)
+        {
+            if (existing.Bits != bits)
+                throw new PeftSharpException($"qalora_bits (--bits) {bits} does not match the GPTQ base, which has {existing.Bits} bits");
+            return;
+        }
+        Quantization.Gptq.GptqLayers.QuantizeRoundToNearest(Root, bits, group);
+    }
+
     static bool IsAdapterPath(string path) => path.Split('.').Any(s => s.StartsWith("lora_", StringComparison.Ordinal));
 
     /// <summary>Adds an adapter (inactive until <see cref="SetAdapter"/>), with PEFT's targeting rules and defaults.</summary>
@@ -87,6 +114,7 @@ public sealed partial class LoraModel
             // PEFT's all-linear: every linear layer except the output head.
             ModuleMatcher.ExpandAllLinear(config, candidates.Where(c => c.Module is Linear).Select(c => c.Path), ["lm_head"]);
         }
+        if (config.UseQalora) PrepareQaloraBase(config, candidates);
         using var gen = seed is long s ? new Generator((ulong)s) : null;
         int matched = 0;
         foreach (var (path, module) in candidates)
@@ -99,6 +127,7 @@ public sealed partial class LoraModel
             {
                 LoftqBits = (int)(LoraSubConfigs.Number(config.LoftqConfig ?? [], "loftq_bits") ?? 4),
                 LoftqIter = (int)(LoraSubConfigs.Number(config.LoftqConfig ?? [], "loftq_iter") ?? 1),
+                QaloraGroupSize = config.UseQalora ? config.QaloraGroupSize : null,
             };
             if (module is Linear linear)
             {
