@@ -12,7 +12,7 @@ namespace PeftSharp.Tuners.Mixtures;
 /// per-method state dict; and the <see cref="RoutingLog"/> their routers write to. Mixtures cannot be merged: the
 /// weights of the experts depend on each token.
 /// </summary>
-public abstract class MixtureTunerModel<TConfig> : ITunerModel where TConfig : PeftConfig
+public abstract class MixtureTunerModel<TConfig> : IMixtureTunerModel where TConfig : PeftConfig
 {
     readonly Dictionary<string, TConfig> configs = new(StringComparer.Ordinal);
     readonly Dictionary<string, List<IMixtureComponent>> components = new(StringComparer.Ordinal);
@@ -30,7 +30,7 @@ public abstract class MixtureTunerModel<TConfig> : ITunerModel where TConfig : P
     public abstract ITuner Tuner { get; }
     /// <inheritdoc/>
     public CausalLM Model { get; }
-    /// <summary>Where the routers record statistics and (for top-k routers) inputs for the load-balancing loss.</summary>
+    /// <inheritdoc/>
     public RoutingLog Log { get; } = new();
     /// <summary>Adapter configs by name.</summary>
     public IReadOnlyDictionary<string, TConfig> Configs => configs;
