@@ -14,8 +14,10 @@ namespace PeftSharp.Tuners.Mixtures.MixLora;
 /// </summary>
 /// <remarks>
 /// <para>Attached as a <see cref="HookPlacement.Serial"/> hook on the block's MLP (extension point 2), it recomputes the
-/// MLP from the sub-layer input and replaces its output. The block has already run the plain MLP, so one dense FFN pass is
-/// spent in vain; in exchange MixLoRA needs no change to the model and composes with other tuners' hooks and wrapped layers.</para>
+/// MLP from the sub-layer input and replaces its output. So that the block's own MLP pass (whose output is replaced) costs
+/// nothing, a pass-through tuner on each FFN projection (extension point 1, <see cref="BlockMlpBypass"/>) returns zeros
+/// instead of multiplying while the mixture is active and not computing itself: the block then spends only elementwise
+/// work on a result it throws away.</para>
 /// <para>Efficient dispatch: the (token, choice) pairs are sorted by expert (one stable sort, one bincount moved to the CPU);
 /// the first projection(s) run once on all tokens (the frozen weights are shared) and are gathered per pair; the second
 /// projection runs once on all N·k pairs; only the experts' LoRA terms run per expert, as one matmul over that expert's
@@ -48,6 +50,8 @@ public sealed class MixLoraMoe : nn.Module, ISubLayerHook, IMixtureComponent
     readonly string activation;
     readonly bool gated;
     readonly IDisposable hookHandle;
+    readonly List<BlockMlpBypass> bypasses = [];
+    bool computing;
 
     /// <summary>Builds the mixture of adapter <paramref name="adapter"/> on block <paramref name="block"/> (path <paramref name="blockPath"/>) and hooks it in.</summary>
     public MixLoraMoe(CausalLM model, DecoderBlock block, string blockPath, string adapter, MixLoraConfig config, ISet<string> targets, RoutingLog log, Generator? generator)
@@ -89,6 +93,35 @@ public sealed class MixLoraMoe : nn.Module, ISubLayerHook, IMixtureComponent
         register_module("experts", experts);
         block.AddModule(moduleName, this);
         hookHandle = model.Extensions.AddSubLayerHook(block.Index, SubLayerKind.Mlp, this);
+        foreach (var proj in refs.First.Append(refs.Second)) bypasses.Add(new BlockMlpBypass(proj, this));
+    }
+
+    /// <summary>Whether the block's own MLP pass can be skipped: its output is about to be replaced by this mixture.</summary>
+    bool SkipsBlockMlp => Active && !Disabled && !computing;
+
+    /// <summary>
+    /// Outermost tuner on an FFN projection: while the mixture replaces the MLP output it answers the block's own MLP pass
+    /// with zeros (an expanded scalar, no matmul); otherwise, and while the mixture itself computes, it passes through.
+    /// </summary>
+    sealed class BlockMlpBypass : ILayerTuner
+    {
+        readonly Linear host;
+        readonly MixLoraMoe owner;
+
+        public BlockMlpBypass(Linear host, MixLoraMoe owner)
+        {
+            this.host = host;
+            this.owner = owner;
+            host.AddTuner(this);
+        }
+
+        public Tensor Forward(Tensor input)
+        {
+            if (!owner.SkipsBlockMlp) return host.BaseForward(input);
+            return zeros(1, input.dtype, input.device).expand([.. input.shape[..^1], host.OutFeatures]);
+        }
+
+        public void Detach() => host.RemoveTuner(this);
     }
 
     /// <summary>The adapter's config.</summary>
@@ -110,6 +143,19 @@ public sealed class MixLoraMoe : nn.Module, ISubLayerHook, IMixtureComponent
     public Tensor Forward(SubLayerCall call)
     {
         if (!Active || Disabled) return call.Output;
+        computing = true;
+        try
+        {
+            return Mixture(call);
+        }
+        finally
+        {
+            computing = false;
+        }
+    }
+
+    Tensor Mixture(SubLayerCall call)
+    {
         using var scope = NewDisposeScope();
         // The block's mode, not this module's: modules added after model.eval() would still say "training".
         bool training = refs.Block.training;
@@ -165,6 +211,7 @@ public sealed class MixLoraMoe : nn.Module, ISubLayerHook, IMixtureComponent
     public void Detach()
     {
         hookHandle.Dispose();
+        foreach (var b in bypasses) b.Detach();
         refs.Block.RemoveModule(moduleName);
         Dispose();
     }
