@@ -36,6 +36,7 @@ public static class Program
             BitDeltaCommand.Create(),
             TokenizeCommand.Create(),
             CompletionCommand.Create(),
+            ExpertsCommand.Create(),
         };
         root.HelpName = "peftsharp"; // usage lines say what users type, not the assembly name (PeftSharp.Cli)
         var parse = root.Parse(args);

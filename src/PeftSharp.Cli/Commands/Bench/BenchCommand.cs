@@ -19,6 +19,7 @@ public static class BenchCommand
         BenchPromptsCommand.Create(),
         BenchComposeCommand.Create(),
         BenchQaLoraCommand.Create(),
+        BenchMixturesCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>
