@@ -9,6 +9,7 @@ namespace PeftSharp.Cli.Training.Methods;
 internal static class PromptOptions
 {
     public static readonly Option<int> VirtualTokens = new("--num-virtual-tokens") { Description = "soft prompts: num_virtual_tokens", DefaultValueFactory = _ => 20 };
+    public static readonly Option<string?> InitText = new("--prompt-init-text") { Description = "prompt tuning, MPT: prompt_tuning_init_text (with prompt_tuning_init TEXT; tokenized with the model's tokenizer)" };
     public static readonly Option<int?> EncoderHidden = new("--encoder-hidden-size") { Description = "P-tuning / prefix projection: encoder_hidden_size (default: token_dim)" };
 }
 
@@ -16,16 +17,15 @@ internal static class PromptOptions
 public sealed class PromptTuningMethod : TrainMethod
 {
     readonly Option<string> init = new("--prompt-init") { Description = "prompt tuning: prompt_tuning_init RANDOM, TEXT or SAMPLE_VOCAB", DefaultValueFactory = _ => PromptTuningInit.Random };
-    readonly Option<string?> text = new("--prompt-init-text") { Description = "prompt tuning: prompt_tuning_init_text (with --prompt-init TEXT; tokenized with the model's tokenizer)" };
 
     public override string Name => "prompt-tuning";
-    public override IReadOnlyList<Option> Options => [PromptOptions.VirtualTokens, init, text];
+    public override IReadOnlyList<Option> Options => [PromptOptions.VirtualTokens, init, PromptOptions.InitText];
 
     public override PeftConfig CreateConfig(TrainSettings s, SharedMethodOptions o) => new PromptTuningConfig
     {
         NumVirtualTokens = s.Get(PromptOptions.VirtualTokens),
         PromptTuningInitMode = s.Get(init).ToUpperInvariant(),
-        PromptTuningInitText = s.Get(text),
+        PromptTuningInitText = s.Get(PromptOptions.InitText),
     };
 }
 

@@ -139,6 +139,23 @@ public sealed class ExtensionPoints
         return embeddings;
     }
 
+    // ---------------------------------------------------------------- task ids (task-conditioned methods)
+
+    /// <summary>
+    /// Per-example task ids [B] (int64) of the next forwards, for task-conditioned methods (multitask prompt tuning,
+    /// Hyperformer): PEFT's <c>task_ids</c> argument. Null when the caller gives none. A single id applies to every row.
+    /// Set it with <see cref="UseTaskIds"/>; the training and scoring loops set it from <c>Batch.TaskIds</c>.
+    /// </summary>
+    public Tensor? TaskIds { get; private set; }
+
+    /// <summary>Makes <paramref name="taskIds"/> [B] (or null) the task ids of the forwards until the handle is disposed (then the previous ones are back).</summary>
+    public IDisposable UseTaskIds(Tensor? taskIds)
+    {
+        var previous = TaskIds;
+        TaskIds = taskIds;
+        return new Handle(() => TaskIds = previous);
+    }
+
     // ---------------------------------------------------------------- 5. hidden-state taps
 
     /// <summary>Point 5: adds a hidden-state tap.</summary>
