@@ -22,6 +22,7 @@ public static class Program
             CombineCommand.Create(),
             MergeModelsCommand.Create(),
             LoraHubCommand.Create(),
+            PromptSimilarityCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
