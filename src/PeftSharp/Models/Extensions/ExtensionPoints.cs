@@ -127,7 +127,21 @@ public sealed class ExtensionPoints
     /// </summary>
     public int LeadingPositions => PrefixLength + VirtualTokens;
 
-    internal Tensor RewriteEmbeddings(Tensor embeddings, Tensor inputIds)
+    /// <summary>
+    /// While the rewrites run: the caller's attention mask [B, T] of the tokens being rewritten (1 real, 0 padding), or
+    /// null when every token is real. Rewrites that pool the input (ATTEMPT's instance attention) read it.
+    /// </summary>
+    public Tensor? InputAttentionMask { get; private set; }
+
+    internal Tensor RewriteEmbeddings(Tensor embeddings, Tensor inputIds, Tensor? attentionMask = null)
+    {
+        long tokens = embeddings.shape[1];
+        InputAttentionMask = attentionMask is null ? null : attentionMask.shape[1] == tokens ? attentionMask : attentionMask.narrow(1, attentionMask.shape[1] - tokens, tokens);
+        try { return RewriteAll(embeddings, inputIds); }
+        finally { InputAttentionMask = null; }
+    }
+
+    Tensor RewriteAll(Tensor embeddings, Tensor inputIds)
     {
         foreach (var r in rewrites)
         {
