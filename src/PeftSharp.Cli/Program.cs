@@ -23,6 +23,7 @@ public static class Program
             MergeModelsCommand.Create(),
             LoraHubCommand.Create(),
             PromptSimilarityCommand.Create(),
+            HyperformerExportCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),
