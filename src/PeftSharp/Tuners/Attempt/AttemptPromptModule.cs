@@ -31,22 +31,12 @@ public sealed class AttemptPromptModule : PromptModule
             throw new PeftSharpException($"ATTEMPT: source prompts [{string.Join(", ", sources.shape)}] do not fit the target prompt [{n}, {d}]");
         embedding = nn.Embedding(n, d, dtype: ScalarType.Float32, device: device);
         using (no_grad()) embedding.weight!.copy_(target);
-        attn_W_down = Uniform(d, hidden, gen, device);
-        attn_W_up = Uniform(hidden, d, gen, device);
+        attn_W_down = DefaultInit.Linear(d, hidden, gen, device, hasBias: false);
+        attn_W_up = DefaultInit.Linear(hidden, d, gen, device, hasBias: false);
         layer_norm = nn.LayerNorm(d, dtype: ScalarType.Float32, device: device);
         this.temperature = temperature;
         RegisterComponents();
         register_buffer("source_prompts", sources.to(ScalarType.Float32, device).clone());
-    }
-
-    static Linear Uniform(long input, long output, Generator? gen, Device device)
-    {
-        var l = nn.Linear(input, output, hasBias: false, dtype: ScalarType.Float32, device: device);
-        double bound = 1.0 / Math.Sqrt(input);
-        using var _ = no_grad();
-        using var w = rand([output, input], ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound);
-        l.weight!.copy_(w);
-        return l;
     }
 
     /// <inheritdoc/>

@@ -47,39 +47,20 @@ public sealed class Hypernetwork : nn.Module
         hidden = config.HiddenSize!.Value;
         bottleneck = config.BottleneckSize;
         int e = config.TaskEmbeddingDim, p = config.ProjectedTaskEmbeddingDim;
-        task_embedding = NewEmbedding(config.NumTasks, e, gen, device);
-        layer_id_embedding = NewEmbedding(config.NumLayers!.Value, e, gen, device);
-        position_embedding = NewEmbedding(2, e, gen, device);
-        task_projector = nn.Sequential(NewLinear(3 * e, config.TaskHiddenDim, gen, device), nn.ReLU(), NewLinear(config.TaskHiddenDim, p, gen, device));
-        down_weight_generator = NewLinear(p, (long)bottleneck * hidden, gen, device);
-        down_bias_generator = NewLinear(p, bottleneck, gen, device);
-        up_weight_generator = NewLinear(p, (long)hidden * bottleneck, gen, device);
-        up_bias_generator = NewLinear(p, hidden, gen, device);
+        task_embedding = DefaultInit.Embedding(config.NumTasks, e, gen, device);
+        layer_id_embedding = DefaultInit.Embedding(config.NumLayers!.Value, e, gen, device);
+        position_embedding = DefaultInit.Embedding(2, e, gen, device);
+        task_projector = nn.Sequential(DefaultInit.Linear(3 * e, config.TaskHiddenDim, gen, device), nn.ReLU(), DefaultInit.Linear(config.TaskHiddenDim, p, gen, device));
+        down_weight_generator = DefaultInit.Linear(p, (long)bottleneck * hidden, gen, device);
+        down_bias_generator = DefaultInit.Linear(p, bottleneck, gen, device);
+        up_weight_generator = DefaultInit.Linear(p, (long)hidden * bottleneck, gen, device);
+        up_bias_generator = DefaultInit.Linear(p, hidden, gen, device);
         using (no_grad())
         {
             up_weight_generator.weight!.zero_(); up_weight_generator.bias!.zero_();
             up_bias_generator.weight!.zero_(); up_bias_generator.bias!.zero_();
         }
         RegisterComponents();
-    }
-
-    static Embedding NewEmbedding(long rows, long dim, Generator? gen, Device device)
-    {
-        var emb = nn.Embedding(rows, dim, dtype: ScalarType.Float32, device: device);
-        using var _ = no_grad();
-        using var init = randn([rows, dim], ScalarType.Float32, generator: gen);
-        emb.weight!.copy_(init);
-        return emb;
-    }
-
-    static TorchSharp.Modules.Linear NewLinear(long input, long output, Generator? gen, Device device)
-    {
-        var l = nn.Linear(input, output, hasBias: true, dtype: ScalarType.Float32, device: device);
-        double bound = 1.0 / Math.Sqrt(input);
-        using var _ = no_grad();
-        using (var w = rand([output, input], ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound)) l.weight!.copy_(w);
-        using (var b = rand([output], ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound)) l.bias!.copy_(b);
-        return l;
     }
 
     /// <summary>The model's hidden size H.</summary>
