@@ -27,6 +27,28 @@ public sealed class ModelSession : IDisposable
         DefaultValueFactory = _ => [],
     };
 
+    /// <summary><c>--task-id</c>: the task of every sequence, for task-conditioned adapters (multitask prompt tuning).</summary>
+    public static Option<int?> TaskIdOption() =>
+        new Option<int?>("--task-id") { Description = "task id for multitask adapters (MPT): every sequence is run as this task" }.AtLeast(0);
+
+    /// <summary>Makes <paramref name="taskId"/> the task of every forward of <paramref name="model"/> (nothing when null).</summary>
+    public static IDisposable? UseTaskId(CausalLM model, int? taskId)
+    {
+        if (taskId is not int id) return null;
+        var ids = tensor(new long[] { id });
+        var handle = model.Extensions.UseTaskIds(ids);
+        return new TaskIdHandle(handle, ids);
+    }
+
+    sealed class TaskIdHandle(IDisposable handle, Tensor ids) : IDisposable
+    {
+        public void Dispose()
+        {
+            handle.Dispose();
+            ids.Dispose();
+        }
+    }
+
     public static Option<string[]> ActiveAdapterOption() => new("--active-adapter")
     {
         Description = "the adapter(s) to run, by name (NAME of --adapter NAME=DIR; \"default\" for the first unnamed one); repeat or comma-separate for several",

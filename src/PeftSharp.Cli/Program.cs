@@ -24,6 +24,8 @@ public static class Program
             LoraHubCommand.Create(),
             NoahSearchCommand.Create(),
             UniPeltExportCommand.Create(),
+            PromptSimilarityCommand.Create(),
+            HyperformerExportCommand.Create(),
             ExportRankCommand.Create(),
             SweepRanksCommand.Create(),
             BenchCommand.Create(),

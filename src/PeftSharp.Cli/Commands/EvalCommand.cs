@@ -19,17 +19,18 @@ public static class EvalCommand
         var adapters = ModelSession.AdapterOption();
         var activeAdapters = ModelSession.ActiveAdapterOption();
         var rank = ModelSession.RankOption();
+        var taskId = ModelSession.TaskIdOption();
         var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, activeAdapters, rank, delta };
+        var command = new Command("eval", "score a text file: mean next-token NLL and perplexity") { model, text, context, dtype, device, json, adapters, activeAdapters, rank, taskId, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(text)!, parse.GetValue(context),
-            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
+            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta), parse.GetValue(taskId))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string textPath, int? context, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir, int? taskId)
     {
         var dtype = CliOptions.ParseDType(dtypeName);
         var device = CliOptions.ParseDevice(deviceName);
@@ -38,6 +39,7 @@ public static class EvalCommand
         var tokenizer = ModelTokenizer.Load(modelDir);
         using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype), active);
         BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
+        using var task = ModelSession.UseTaskId(session.Model, taskId);
         var model = session.Model;
         var ids = tokenizer.Encode(File.ReadAllText(textPath), addSpecialTokens: true);
         if (ids.Count < 2) throw new PeftSharpException($"--text {textPath}: needs at least 2 tokens to score, got {ids.Count}");

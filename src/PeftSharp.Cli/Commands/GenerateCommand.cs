@@ -30,18 +30,19 @@ public static class GenerateCommand
         var adapters = ModelSession.AdapterOption();
         var activeAdapters = ModelSession.ActiveAdapterOption();
         var rank = ModelSession.RankOption();
+        var taskId = ModelSession.TaskIdOption();
         var delta = BitDeltaCommand.DeltaOption();
         var quantization = new QuantizationOptions();
-        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, activeAdapters, rank, delta };
+        var command = new Command("generate", "generate text from a prompt") { model, prompt, maxNew, temperature, topP, seed, chat, system, dtype, device, json, adapters, activeAdapters, rank, taskId, delta };
         quantization.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() => Run(quantization, parse,
             parse.GetValue(model)!, parse.GetValue(prompt)!, parse.GetValue(chat), parse.GetValue(system),
             new GenerationOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)),
-            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta))));
+            parse.GetValue(adapters)!, ModelSession.ParseActive(parse.GetValue(activeAdapters)!), parse.GetValue(rank), parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json), parse.GetValue(delta), parse.GetValue(taskId))));
         return command;
     }
 
-    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir)
+    static int Run(QuantizationOptions quantization, ParseResult parse, string modelDir, string prompt, bool chat, string? system, GenerationOptions options, string[] adapterDirs, IReadOnlyList<string>? active, int? rank, string dtypeName, string deviceName, bool json, string? deltaDir, int? taskId)
     {
         if (system is not null && !chat) throw new PeftSharpException("--system: only meaningful with --chat");
         var dtype = CliOptions.ParseDType(dtypeName);
@@ -51,6 +52,7 @@ public static class GenerateCommand
         string text = chat ? RenderChat(tokenizer, modelDir, system, prompt) : prompt;
         using var session = ModelSession.Load(modelDir, adapterDirs, dtype, device, rank, quantization.Parse(parse, modelDir, dtype), active);
         BitDeltaCommand.ApplyIfGiven(session.Model, deltaDir);
+        using var task = ModelSession.UseTaskId(session.Model, taskId);
         var model = session.Model;
         var generator = new TextGenerator(model, tokenizer);
         // With --json, stdout must end with the JSON line; the streamed text then goes to stderr.

@@ -153,7 +153,7 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
         var (first, prefix, virtualTokens) = extensions.Leading(cache);
         var x = wte.forward(ids);
-        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids);
+        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
         long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
         // Left-padded rows (batched prompts, continuous batching) count positions from their first real token; padding clamps to 0.
         var rowPositions = cache?.Positions(t, ids.device);

@@ -173,7 +173,7 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
         // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
         var (first, prefix, virtualTokens) = extensions.Leading(cache);
         var x = embed_tokens.forward(ids);
-        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids);
+        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
         long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
         // Rows of different lengths in one cache (continuous batching) carry their own positions.
         var rowPositions = cache?.Positions(t, x.device);

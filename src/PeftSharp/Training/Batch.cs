@@ -8,8 +8,9 @@ namespace PeftSharp.Training;
 /// </summary>
 public sealed class Batch : IDisposable
 {
-    Batch(Tensor inputIds, Tensor labels, Tensor attentionMask, bool hasPadding, long tokens, long labelledTokens)
+    Batch(Tensor inputIds, Tensor labels, Tensor attentionMask, bool hasPadding, long tokens, long labelledTokens, Tensor? taskIds)
     {
+        TaskIds = taskIds;
         InputIds = inputIds;
         Labels = labels;
         AttentionMask = attentionMask;
@@ -24,6 +25,8 @@ public sealed class Batch : IDisposable
     public Tensor Labels { get; }
     /// <summary>Attention mask [B, T] (int64): 1 for real tokens, 0 for padding.</summary>
     public Tensor AttentionMask { get; }
+    /// <summary>Task ids [B] (int64) when every example has one (<see cref="TrainingExample.TaskId"/>), else null.</summary>
+    public Tensor? TaskIds { get; }
     /// <summary>Whether any row is padded.</summary>
     public bool HasPadding { get; }
     /// <summary>Real (non-padding) tokens.</summary>
@@ -60,9 +63,13 @@ public sealed class Batch : IDisposable
             tokens += e.Length;
             labelled += e.LabelledTokens;
         }
+        int withTask = examples.Count(e => e.TaskId is not null);
+        if (withTask != 0 && withTask != b)
+            throw new PeftSharpException($"{b - withTask} of {b} examples in a batch have no task_id; give every example a task_id or none");
+        Tensor? taskIds = withTask == 0 ? null : tensor(examples.Select(e => (long)e.TaskId!.Value).ToArray(), device: device);
         return new Batch(
             tensor(ids, [b, t], device: device), tensor(labels, [b, t], device: device), tensor(mask, [b, t], device: device),
-            hasPadding: tokens < (long)b * t, tokens, labelled);
+            hasPadding: tokens < (long)b * t, tokens, labelled, taskIds);
     }
 
     /// <summary>Disposes the tensors.</summary>
@@ -71,5 +78,6 @@ public sealed class Batch : IDisposable
         InputIds.Dispose();
         Labels.Dispose();
         AttentionMask.Dispose();
+        TaskIds?.Dispose();
     }
 }

@@ -30,7 +30,7 @@ public static class InstructionData
         if (maxLength < 2) throw new PeftSharpException($"maximum sequence length must be at least 2 tokens, got {maxLength}");
         Format? format = null;
         int formatLine = 0;
-        var records = new List<(int Line, IReadOnlyList<PromptSegment> Segments)>();
+        var records = new List<(int Line, IReadOnlyList<PromptSegment> Segments, int? TaskId)>();
         var documents = new List<string>();
         int lineNumber = 0, lastReplyOnly = 0;
         ChatTemplate? chatTemplate = null; // read once, when the first record says the file holds messages
@@ -48,8 +48,13 @@ public static class InstructionData
             }
             else if (lineFormat != format)
                 throw Error(path, lineNumber, $"expected a {Describe(format.Value)} record like line {formatLine} (one file holds one format), got a {Describe(lineFormat)} record");
-            if (lineFormat == Format.Text) documents.Add(RequiredString(path, lineNumber, root, "text"));
-            else records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat, chatTemplate, ref lastReplyOnly)));
+            int? taskId = OptionalTaskId(path, lineNumber, root);
+            if (lineFormat == Format.Text)
+            {
+                if (taskId is not null) throw Error(path, lineNumber, "\"task_id\" is not supported with \"text\" records (they are packed into blocks); use prompt/completion, Alpaca or messages records");
+                documents.Add(RequiredString(path, lineNumber, root, "text"));
+            }
+            else records.Add((lineNumber, Segments(path, lineNumber, root, lineFormat, chatTemplate, ref lastReplyOnly), taskId));
         }
         if (format is null) throw new PeftSharpException($"{path}: no records (expected one JSON object per line)");
         if (format == Format.Text) return TextData.Pack(tokenizer, documents, maxLength);
@@ -62,7 +67,7 @@ public static class InstructionData
         var examples = new List<TrainingExample>();
         int truncated = 0, dropped = 0;
         var prefix = SpecialPrefix(tokenizer);
-        foreach (var (line, segments) in records)
+        foreach (var (line, segments, taskId) in records)
         {
             TrainingExample? example;
             bool wasTruncated;
@@ -70,7 +75,7 @@ public static class InstructionData
             else example = TokenizeRendered(segments, tokenizer, maxLength, out wasTruncated);
             if (wasTruncated) truncated++;
             if (example is null) dropped++;
-            else examples.Add(example);
+            else examples.Add(taskId is null ? example : example with { TaskId = taskId });
         }
         if (truncated > 0) warnings.Add($"{path}: {truncated} of {records.Count} examples were longer than {maxLength} tokens and were cut");
         if (dropped > 0) warnings.Add($"{path}: {dropped} examples had no response tokens left within {maxLength} tokens and were dropped");
@@ -261,6 +266,15 @@ public static class InstructionData
     {
         if (!obj.TryGetProperty(key, out var value) || value.ValueKind == JsonValueKind.Null) return null;
         return RequiredString(path, line, obj, key);
+    }
+
+    /// <summary>The optional <c>task_id</c> field (a non-negative integer) of a record, for task-conditioned methods.</summary>
+    static int? OptionalTaskId(string path, int line, JsonElement obj)
+    {
+        if (!obj.TryGetProperty("task_id", out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out int id) || id < 0)
+            throw Error(path, line, $"expected \"task_id\" to be a non-negative integer, got {value.GetRawText()}");
+        return id;
     }
 
     static string Describe(Format format) => format switch

@@ -24,6 +24,9 @@ public sealed record TrainingExample
     /// <summary>Number of tokens.</summary>
     public int Length => InputIds.Length;
 
+    /// <summary>The example's task (the JSONL field <c>task_id</c>) for task-conditioned methods (MPT, Hyperformer); null when not given.</summary>
+    public int? TaskId { get; init; }
+
     /// <summary>Tokens that carry loss after the shift.</summary>
     public long LabelledTokens => CausalLMLoss.CountLabelled(Labels);
 }

@@ -24,6 +24,7 @@ public static class VirtualTokenLoss
     /// </summary>
     public static (Tensor Hidden, Tensor Labels) Forward(CausalLM model, Batch batch)
     {
+        using var tasks = model.Extensions.UseTaskIds(batch.TaskIds);
         int virtualTokens = model.Extensions.VirtualTokens;
         if (virtualTokens == 0) return (model.Hidden(batch.InputIds, null, batch.ModelMask), batch.Labels);
         var tap = new LastVirtualTap(virtualTokens);

@@ -1,5 +1,7 @@
 using System.CommandLine;
 using PeftSharp.Cli.Commands;
+using PeftSharp.Composition;
+using PeftSharp.Tuners;
 using PeftSharp.Peft;
 using PeftSharp.Tuners.Prompts;
 
@@ -9,6 +11,7 @@ namespace PeftSharp.Cli.Training.Methods;
 internal static class PromptOptions
 {
     public static readonly Option<int> VirtualTokens = new("--num-virtual-tokens") { Description = "soft prompts: num_virtual_tokens", DefaultValueFactory = _ => 20 };
+    public static readonly Option<string?> InitText = new("--prompt-init-text") { Description = "prompt tuning, MPT: prompt_tuning_init_text (with prompt_tuning_init TEXT; tokenized with the model's tokenizer)" };
     public static readonly Option<int?> EncoderHidden = new("--encoder-hidden-size") { Description = "P-tuning / prefix projection: encoder_hidden_size (default: token_dim)" };
 }
 
@@ -16,16 +19,30 @@ internal static class PromptOptions
 public sealed class PromptTuningMethod : TrainMethod
 {
     readonly Option<string> init = new("--prompt-init") { Description = "prompt tuning: prompt_tuning_init RANDOM, TEXT or SAMPLE_VOCAB", DefaultValueFactory = _ => PromptTuningInit.Random };
-    readonly Option<string?> text = new("--prompt-init-text") { Description = "prompt tuning: prompt_tuning_init_text (with --prompt-init TEXT; tokenized with the model's tokenizer)" };
+
+    readonly Option<string?> initFrom = new("--init-from-prompt") { Description = "prompt tuning: start from this soft-prompt adapter folder's prompt (SPoT transfer; same num_virtual_tokens)" };
 
     public override string Name => "prompt-tuning";
-    public override IReadOnlyList<Option> Options => [PromptOptions.VirtualTokens, init, text];
+    public override IReadOnlyList<Option> Options => [PromptOptions.VirtualTokens, init, PromptOptions.InitText, initFrom];
+
+    public override MethodHooks Attach(PeftModel peft, string adapter, PeftConfig config, TrainSettings s, SharedMethodOptions o, ulong seed)
+    {
+        if (s.Get(initFrom) is string dir)
+        {
+            if (!Directory.Exists(dir)) throw new PeftSharpException($"--init-from-prompt {dir}: folder not found");
+            var prompt = peft.Get<PromptTuningModel>()!.Module(adapter).EmbeddingWeight;
+            try { PromptTransfer.InitFromPrompt(prompt, dir); }
+            catch (PeftSharpException e) { throw new PeftSharpException($"--init-from-prompt {e.Message}"); }
+            Console.Error.WriteLine($"prompt initialised from {dir} (SPoT)");
+        }
+        return new();
+    }
 
     public override PeftConfig CreateConfig(TrainSettings s, SharedMethodOptions o) => new PromptTuningConfig
     {
         NumVirtualTokens = s.Get(PromptOptions.VirtualTokens),
         PromptTuningInitMode = s.Get(init).ToUpperInvariant(),
-        PromptTuningInitText = s.Get(text),
+        PromptTuningInitText = s.Get(PromptOptions.InitText),
     };
 }
 

@@ -127,7 +127,21 @@ public sealed class ExtensionPoints
     /// </summary>
     public int LeadingPositions => PrefixLength + VirtualTokens;
 
-    internal Tensor RewriteEmbeddings(Tensor embeddings, Tensor inputIds)
+    /// <summary>
+    /// While the rewrites run: the caller's attention mask [B, T] of the tokens being rewritten (1 real, 0 padding), or
+    /// null when every token is real. Rewrites that pool the input (ATTEMPT's instance attention) read it.
+    /// </summary>
+    public Tensor? InputAttentionMask { get; private set; }
+
+    internal Tensor RewriteEmbeddings(Tensor embeddings, Tensor inputIds, Tensor? attentionMask = null)
+    {
+        long tokens = embeddings.shape[1];
+        InputAttentionMask = attentionMask is null ? null : attentionMask.shape[1] == tokens ? attentionMask : attentionMask.narrow(1, attentionMask.shape[1] - tokens, tokens);
+        try { return RewriteAll(embeddings, inputIds); }
+        finally { InputAttentionMask = null; }
+    }
+
+    Tensor RewriteAll(Tensor embeddings, Tensor inputIds)
     {
         foreach (var r in rewrites)
         {
@@ -137,6 +151,23 @@ public sealed class ExtensionPoints
                 throw new PeftSharpException($"input-embedding rewrite {r.GetType().Name} returned {embeddings.shape[1]} positions, expected {t + r.PrependedTokens}");
         }
         return embeddings;
+    }
+
+    // ---------------------------------------------------------------- task ids (task-conditioned methods)
+
+    /// <summary>
+    /// Per-example task ids [B] (int64) of the next forwards, for task-conditioned methods (multitask prompt tuning,
+    /// Hyperformer): PEFT's <c>task_ids</c> argument. Null when the caller gives none. A single id applies to every row.
+    /// Set it with <see cref="UseTaskIds"/>; the training and scoring loops set it from <c>Batch.TaskIds</c>.
+    /// </summary>
+    public Tensor? TaskIds { get; private set; }
+
+    /// <summary>Makes <paramref name="taskIds"/> [B] (or null) the task ids of the forwards until the handle is disposed (then the previous ones are back).</summary>
+    public IDisposable UseTaskIds(Tensor? taskIds)
+    {
+        var previous = TaskIds;
+        TaskIds = taskIds;
+        return new Handle(() => TaskIds = previous);
     }
 
     // ---------------------------------------------------------------- 5. hidden-state taps

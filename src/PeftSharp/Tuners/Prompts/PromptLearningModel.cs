@@ -112,10 +112,10 @@ public abstract class PromptLearningModel<TConfig> : ITunerModel where TConfig :
     }
 
     /// <inheritdoc/>
-    public void LoadAdapter(string dir, string name, bool trainable = false) => PromptFiles.LoadAdapter(this, dir, name, trainable);
+    public virtual void LoadAdapter(string dir, string name, bool trainable = false) => PromptFiles.LoadAdapter(this, dir, name, trainable);
 
     /// <inheritdoc/>
-    public string SaveAdapter(string dir, string name, string? baseModelNameOrPath = null) => PromptFiles.Save(this, dir, name, baseModelNameOrPath);
+    public virtual string SaveAdapter(string dir, string name, string? baseModelNameOrPath = null) => PromptFiles.Save(this, dir, name, baseModelNameOrPath);
 
     void ITunerModel.SetAdapter(IReadOnlyList<string> names) => SetAdapter([.. names]);
 

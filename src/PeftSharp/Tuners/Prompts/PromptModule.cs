@@ -28,25 +28,10 @@ public abstract class PromptModule : nn.Module
     protected abstract Tensor Encode(Tensor embedding);
 
     /// <summary>An embedding table module named <c>embedding</c> with PEFT's <c>torch.nn.Embedding</c> default init N(0, 1).</summary>
-    internal static Embedding NewEmbedding(long rows, long dim, Generator? gen, Device device)
-    {
-        var e = nn.Embedding(rows, dim, dtype: ScalarType.Float32, device: device);
-        using var _ = no_grad();
-        using var init = randn([rows, dim], ScalarType.Float32, generator: gen);
-        e.weight!.copy_(init);
-        return e;
-    }
+    internal static Embedding NewEmbedding(long rows, long dim, Generator? gen, Device device) => DefaultInit.Embedding(rows, dim, gen, device);
 
     /// <summary>torch.nn.Linear with its default init (kaiming_uniform a=√5: U(±1/√in) for weight and bias), drawn from <paramref name="gen"/>.</summary>
-    internal static Linear NewLinear(long input, long output, Generator? gen, Device device)
-    {
-        var l = nn.Linear(input, output, hasBias: true, dtype: ScalarType.Float32, device: device);
-        double bound = 1.0 / Math.Sqrt(input);
-        using var _ = no_grad();
-        using (var w = rand([output, input], ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound)) l.weight!.copy_(w);
-        using (var b = rand([output], ScalarType.Float32, generator: gen).mul_(2 * bound).sub_(bound)) l.bias!.copy_(b);
-        return l;
-    }
+    internal static Linear NewLinear(long input, long output, Generator? gen, Device device) => DefaultInit.Linear(input, output, gen, device);
 }
 
 /// <summary>PEFT's <c>PromptEmbedding</c> (prompt tuning): the prompt is the embedding table itself, [N, token_dim].</summary>

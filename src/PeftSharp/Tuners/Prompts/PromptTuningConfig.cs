@@ -22,10 +22,17 @@ public static class PromptTuningInit
 /// PEFT's <c>PromptTuningConfig</c> (<c>peft_type: "PROMPT_TUNING"</c>, Lester et al. 2021): <c>num_virtual_tokens</c>
 /// trainable embeddings put in front of the input embeddings.
 /// </summary>
-public sealed class PromptTuningConfig : PromptLearningConfig
+public class PromptTuningConfig : PromptLearningConfig
 {
     /// <summary>A prompt-tuning config with PEFT's defaults (peft_type PROMPT_TUNING).</summary>
     public PromptTuningConfig() : base(PromptPeftTypes.PromptTuning) { }
+
+    /// <summary>For configs deriving from prompt tuning as in PEFT (multitask prompt tuning): sets their peft_type.</summary>
+    protected PromptTuningConfig(string peftType) : base(peftType) { }
+
+    /// <summary>The accepted prompt_tuning_init values (<see cref="PromptTuningInit.All"/>; derived configs have their own).</summary>
+    [JsonIgnore]
+    protected virtual IReadOnlyList<string> InitModes => PromptTuningInit.All;
 
     /// <inheritdoc/>
     [JsonIgnore]
@@ -57,8 +64,8 @@ public sealed class PromptTuningConfig : PromptLearningConfig
     protected override void PostInit(List<string> warnings)
     {
         base.PostInit(warnings);
-        if (!PromptTuningInit.All.Contains(PromptTuningInitMode))
-            throw Invalid("prompt_tuning_init", $"is \"{PromptTuningInitMode}\"; expected one of {string.Join(", ", PromptTuningInit.All)}");
+        if (!InitModes.Contains(PromptTuningInitMode))
+            throw Invalid("prompt_tuning_init", $"is \"{PromptTuningInitMode}\"; expected one of {string.Join(", ", InitModes)}");
         if (PromptTuningInitMode == PromptTuningInit.Text && string.IsNullOrEmpty(TokenizerNameOrPath))
             throw Invalid("tokenizer_name_or_path", "is missing; prompt_tuning_init TEXT needs the tokenizer (a model folder)");
         if (PromptTuningInitMode == PromptTuningInit.Text && PromptTuningInitText is null)

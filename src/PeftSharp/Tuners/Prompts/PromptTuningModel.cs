@@ -30,21 +30,25 @@ public sealed class PromptTuningModel : PromptLearningModel<PromptTuningConfig>
     /// <inheritdoc/>
     protected override PromptModule Create(string name, PromptTuningConfig config, bool inference, Generator gen)
     {
-        using var initial = InitialPrompt(config, inference, gen);
+        using var initial = InitialPrompt(Model, config, inference, gen);
         return new PromptEmbedding(initial);
     }
 
-    /// <summary>The starting prompt [N, token_dim] in float32 (PEFT keeps prompt embeddings in float32).</summary>
-    Tensor InitialPrompt(PromptTuningConfig config, bool inference, Generator gen)
+    /// <summary>
+    /// PEFT's <c>PromptEmbedding</c> init: the starting prompt [N, token_dim] in float32 (PEFT keeps prompt embeddings in
+    /// float32): zeros for a saved adapter, the embeddings of the init text or of sampled vocabulary ids, else N(0, 1).
+    /// </summary>
+    internal static Tensor InitialPrompt(CausalLM model, PromptTuningConfig config, bool inference, Generator gen)
     {
         int n = config.TotalVirtualTokens, d = config.TokenDim!.Value;
         using var scope = NewDisposeScope();
         Tensor initial;
-        if (inference) initial = zeros([n, d], ScalarType.Float32, Model.Device);
-        else if (config.PromptTuningInitMode == PromptTuningInit.Random) initial = randn([n, d], ScalarType.Float32, generator: gen).to(Model.Device);
+        if (inference) initial = zeros([n, d], ScalarType.Float32, model.Device);
+        else if (config.PromptTuningInitMode is not (PromptTuningInit.Text or PromptTuningInit.SampleVocab))
+            initial = randn([n, d], ScalarType.Float32, generator: gen).to(model.Device);
         else
         {
-            var table = InputEmbedding(Model);
+            var table = InputEmbedding(model);
             Tensor ids = config.PromptTuningInitMode == PromptTuningInit.SampleVocab
                 ? randint(0, table.shape[0], [n], ScalarType.Int64, generator: gen)
                 : tensor(TextInitIds(config, n).Select(i => (long)i).ToArray());
