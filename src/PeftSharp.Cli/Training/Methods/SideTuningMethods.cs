@@ -8,7 +8,7 @@ namespace PeftSharp.Cli.Training.Methods;
 /// <summary>Options shared by LST and side tuning (one static instance, so each flag is added once).</summary>
 internal static class SideNetworkOptions
 {
-    public static readonly Option<int> ReductionFactor = new Option<int>("--reduction-factor") { Description = "LST / side tuning: side network width = hidden size / reduction_factor", DefaultValueFactory = _ => 8 }.AtLeast(1);
+    public static readonly Option<int> ReductionFactor = new Option<int>("--side-reduction-factor") { Description = "LST / side tuning: reduction_factor r, side network width = hidden size / r", DefaultValueFactory = _ => 8 }.AtLeast(1);
     public static readonly Option<string> SideInitMode = new("--side-init") { Description = "LST / side tuning: side_init pruned (structured pruning of the backbone) or random", DefaultValueFactory = _ => SideInit.Pruned };
     public static readonly Option<string> PruningNorm = new("--pruning-norm") { Description = "LST / side tuning: pruning_norm l1 or l2", DefaultValueFactory = _ => "l1" };
 }

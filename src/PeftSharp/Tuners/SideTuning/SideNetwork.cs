@@ -73,7 +73,7 @@ public sealed class SideNetwork : nn.Module
             register_parameter("blend", Blend);
         }
         if (!c.IsGpt2) rope = new RotaryEmbedding(SideConfig.HeadDim, c.RopeTheta, c.RopeScaling);
-        if (inference) ZeroAll();
+        if (inference || device.type == DeviceType.META) ZeroAll();
         else Initialise(model, config, gen);
     }
 

@@ -81,6 +81,8 @@ public sealed class SideTuningModel : ITunerModel
         try { side.Normalize(); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{source}: {e.Message}"); }
         side.CheckFits(Model.Config, source);
+        // As PEFT: a config marked inference_mode (every saved one) builds the layout without initialising it.
+        inference |= side.InferenceMode;
         using var gen = new Generator((ulong)(seed ?? 0), CPU);
         container.Add(name, new SideNetwork(Model, side, inference, gen));
         configs[name] = side;
