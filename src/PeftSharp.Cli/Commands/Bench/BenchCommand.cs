@@ -16,6 +16,7 @@ public static class BenchCommand
         BenchBitDeltaCommand.Create(),
         BenchTunersCommand.Create(),
         BenchGaLoreCommand.Create(),
+        BenchLstCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>
