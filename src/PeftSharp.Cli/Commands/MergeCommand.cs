@@ -67,8 +67,14 @@ public static class MergeCommand
         return 0;
     }
 
-    static bool IsQaLora(string dir) =>
-        File.Exists(Path.Combine(dir, Peft.PeftConfig.ConfigFileName)) && Peft.PeftConfig.ReadPeftType(dir) == Peft.PeftTypes.Lora && LoraConfig.Load(dir).UseQalora;
+    /// <summary>A PEFT LoRA folder with use_qalora; other folders (AdapterHub's configs have no peft_type) are not.</summary>
+    static bool IsQaLora(string dir)
+    {
+        if (!File.Exists(Path.Combine(dir, Peft.PeftConfig.ConfigFileName))) return false;
+        try { if (Peft.PeftConfig.ReadPeftType(dir) != Peft.PeftTypes.Lora) return false; }
+        catch (PeftSharpException) { return false; } // not a PEFT config: the ordinary merge path names what is wrong
+        return LoraConfig.Load(dir).UseQalora;
+    }
 
     /// <summary>
     /// QA-LoRA: the adapters fold into the zero points of the group-quantized base and a GPTQ folder is written, with

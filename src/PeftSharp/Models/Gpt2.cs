@@ -152,31 +152,39 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
         var (first, prefix, virtualTokens) = extensions.Leading(cache);
-        var x = wte.forward(ids);
-        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
-        long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
-        // Left-padded rows (batched prompts, continuous batching) count positions from their first real token; padding clamps to 0.
-        var rowPositions = cache?.Positions(t, ids.device);
-        if (rowPositions is not null && prefix > 0) rowPositions = rowPositions.add(prefix);
-        rowPositions = rowPositions?.clamp_min(0);
-        long end = offset + t - (cache?.LeftPadding?.Min() ?? 0);
-        if (end > wpe.weight.shape[0])
-            throw new PeftSharpException($"sequence of {end} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
-        var positions = rowPositions ?? arange(offset, offset + t, device: ids.device);
-        x = x.add(wpe.forward(positions));
-        var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
-        bool addPrefix = first && prefix > 0, taps = extensions.HasTaps;
-        if (taps) extensions.Observe(0, x);
-        foreach (var block in h)
+        bool taps = extensions.HasTaps;
+        // Extension point 5: taps may ask for a backbone without autograd (ladder side tuning); disposed before Final.
+        var backbone = taps ? extensions.BeginTaps(cache, attentionMask) : null;
+        Tensor x;
+        try
         {
-            x = checkpoint && cache is null && is_grad_enabled()
-                ? GradientCheckpoint.Run((input, extras) => block.Forward(input, null, extras[0], addPrefix), x, mask)
-                : block.Forward(x, cache, mask, addPrefix);
-            if (taps) extensions.Observe(block.Index + 1, x);
+            x = wte.forward(ids);
+            if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
+            long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
+            // Left-padded rows (batched prompts, continuous batching) count positions from their first real token; padding clamps to 0.
+            var rowPositions = cache?.Positions(t, ids.device);
+            if (rowPositions is not null && prefix > 0) rowPositions = rowPositions.add(prefix);
+            rowPositions = rowPositions?.clamp_min(0);
+            long end = offset + t - (cache?.LeftPadding?.Min() ?? 0);
+            if (end > wpe.weight.shape[0])
+                throw new PeftSharpException($"sequence of {end} tokens exceeds GPT-2's n_positions ({wpe.weight.shape[0]})");
+            var positions = rowPositions ?? arange(offset, offset + t, device: ids.device);
+            x = x.add(wpe.forward(positions));
+            var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
+            bool addPrefix = first && prefix > 0;
+            if (taps) extensions.Observe(0, x);
+            foreach (var block in h)
+            {
+                x = checkpoint && cache is null && is_grad_enabled()
+                    ? GradientCheckpoint.Run((input, extras) => block.Forward(input, null, extras[0], addPrefix), x, mask)
+                    : block.Forward(x, cache, mask, addPrefix);
+                if (taps) extensions.Observe(block.Index + 1, x);
+            }
+            x = ln_f.forward(x);
         }
-        x = ln_f.forward(x);
+        finally { backbone?.Dispose(); }
         if (taps) x = extensions.Final(x);
-        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, t - virtualTokens);
+        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, x.shape[1] - virtualTokens);
         return x.MoveToOuterDisposeScope();
     }
 }

@@ -172,28 +172,36 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         // Extension points 3 and 4 put prefix keys and virtual tokens in front of the caller's tokens (first forward only).
         var (first, prefix, virtualTokens) = extensions.Leading(cache);
-        var x = embed_tokens.forward(ids);
-        if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
-        long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
-        // Rows of different lengths in one cache (continuous batching) carry their own positions.
-        var rowPositions = cache?.Positions(t, x.device);
-        if (rowPositions is not null && prefix > 0) rowPositions = rowPositions.add(prefix);
-        var (cos, sin) = rowPositions is not null
-            ? rope.Tables(rowPositions, x.dtype)
-            : rope.Tables(offset, t, x.dtype, x.device);
-        var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
-        bool addPrefix = first && prefix > 0, taps = extensions.HasTaps;
-        if (taps) extensions.Observe(0, x);
-        foreach (var layer in layers)
+        bool taps = extensions.HasTaps;
+        // Extension point 5: taps may ask for a backbone without autograd (ladder side tuning); disposed before Final.
+        var backbone = taps ? extensions.BeginTaps(cache, attentionMask) : null;
+        Tensor x;
+        try
         {
-            x = checkpoint && cache is null && is_grad_enabled()
-                ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2], addPrefix), x, cos, sin, mask)
-                : layer.Forward(x, cos, sin, cache, mask, addPrefix);
-            if (taps) extensions.Observe(layer.Index + 1, x);
+            x = embed_tokens.forward(ids);
+            if (virtualTokens > 0) x = extensions.RewriteEmbeddings(x, ids, attentionMask);
+            long cached = cache?.Length ?? 0, t = x.shape[1], offset = cached + prefix;
+            // Rows of different lengths in one cache (continuous batching) carry their own positions.
+            var rowPositions = cache?.Positions(t, x.device);
+            if (rowPositions is not null && prefix > 0) rowPositions = rowPositions.add(prefix);
+            var (cos, sin) = rowPositions is not null
+                ? rope.Tables(rowPositions, x.dtype)
+                : rope.Tables(offset, t, x.dtype, x.device);
+            var mask = ExtensionPoints.WidenMask(attentionMask, offset + t);
+            bool addPrefix = first && prefix > 0;
+            if (taps) extensions.Observe(0, x);
+            foreach (var layer in layers)
+            {
+                x = checkpoint && cache is null && is_grad_enabled()
+                    ? GradientCheckpoint.Run((input, extras) => layer.Forward(input, extras[0]!, extras[1]!, null, extras[2], addPrefix), x, cos, sin, mask)
+                    : layer.Forward(x, cos, sin, cache, mask, addPrefix);
+                if (taps) extensions.Observe(layer.Index + 1, x);
+            }
+            x = norm.forward(x);
         }
-        x = norm.forward(x);
+        finally { backbone?.Dispose(); }
         if (taps) x = extensions.Final(x);
-        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, t - virtualTokens);
+        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, x.shape[1] - virtualTokens);
         return x.MoveToOuterDisposeScope();
     }
 }

@@ -144,6 +144,7 @@ public sealed class NaiveGpt2
         var hidden = new List<double[,]>();
         for (int l = 0; l < c.NLayer; l++)
         {
+            hk.Observe?.Invoke(l, h.Select(r => (double[])r.Clone()).ToArray());
             hidden.Add(NaiveOps.ToMatrix(h));
             string p = $"h.{l}.";
 
@@ -187,6 +188,7 @@ public sealed class NaiveGpt2
                 h[i] = NaiveOps.Add(h[i], hk.Sub(l, "mlp", h[i], m, Conv(p + "mlp.c_proj", up, inner, e)));
             }
         }
+        hk.Observe?.Invoke(c.NLayer, h.Select(r => (double[])r.Clone()).ToArray());
         if (nv > 0)
         {
             h = h[nv..];
@@ -198,6 +200,7 @@ public sealed class NaiveGpt2
         for (int i = 0; i < t; i++)
             final[i] = NaiveOps.LayerNorm(h[i], W("ln_f.weight"), W("ln_f.bias"), c.LayerNormEpsilon);
         hidden.Add(NaiveOps.ToMatrix(final));
+        if (hk.Final is not null) final = hk.Final(final);
 
         // Tied lm_head: logits[i, v] = final[i] · wte[v]
         var logits = new double[t, c.VocabSize];

@@ -22,6 +22,12 @@ public sealed class NaiveHooks
     /// <summary>Virtual token embeddings (rows of hidden size) put in front of the tokens; their logits are dropped.</summary>
     public double[][]? VirtualTokens { get; init; }
 
+    /// <summary>Hidden-state taps: (layer, rows) at the embeddings (0) and after every block (l + 1), before ln_f (GPT-2 only).</summary>
+    public Action<int, double[][]>? Observe { get; init; }
+
+    /// <summary>Rewrites the final rows after ln_f, before the head (GPT-2 only).</summary>
+    public Func<double[][], double[][]>? Final { get; init; }
+
     internal int PrefixLength => Prefix?.Invoke(0).Keys.Length ?? 0;
     internal int VirtualCount => VirtualTokens?.Length ?? 0;
 

@@ -20,6 +20,7 @@ public static class BenchCommand
         BenchComposeCommand.Create(),
         BenchQaLoraCommand.Create(),
         BenchMixturesCommand.Create(),
+        BenchLstCommand.Create(),
     };
 
     /// <summary>--config: a config.json (or a folder holding one); the model is randomly initialised.</summary>

@@ -181,8 +181,23 @@ public sealed class ExtensionPoints
 
     internal bool HasTaps => taps.Count > 0;
 
+    // Set by BeginTaps for one forward: the backbone runs under no_grad while the taps record gradients.
+    bool tapsRecordGrad;
+
+    /// <summary>
+    /// Starts a forward for the taps. Returns a <c>no_grad</c> scope for the backbone when a tap asks for one and
+    /// gradients are on (the caller disposes it after the final norm, before <see cref="Final"/>); else null.
+    /// </summary>
+    internal IDisposable? BeginTaps(KvCache? cache, Tensor? attentionMask)
+    {
+        foreach (var t in taps) t.Begin(cache, attentionMask);
+        tapsRecordGrad = is_grad_enabled() && taps.Any(t => t.BackboneWithoutGrad);
+        return tapsRecordGrad ? no_grad() : null;
+    }
+
     internal void Observe(int layer, Tensor hidden)
     {
+        using var grad = tapsRecordGrad ? enable_grad() : null;
         foreach (var t in taps) t.Observe(layer, hidden);
     }
 

@@ -9,6 +9,19 @@ namespace PeftSharp.Models;
 /// </summary>
 public interface IHiddenStateTap
 {
+    /// <summary>
+    /// Called once at the start of every forward, before <see cref="Observe"/> sees layer 0: the caller's cache (null
+    /// without one; not yet extended by this forward) and attention mask [B, S] over the real tokens (null: all real).
+    /// </summary>
+    void Begin(KvCache? cache, Tensor? attentionMask) { }
+
+    /// <summary>
+    /// True when the tap needs no gradient through the backbone (ladder side tuning): while any such tap is added and
+    /// gradients are enabled, the model runs its embeddings, blocks and final norm under <c>no_grad</c> (no backbone
+    /// activations are kept for backward), and only <see cref="Observe"/> and <see cref="Final"/> record gradients.
+    /// </summary>
+    bool BackboneWithoutGrad => false;
+
     /// <summary>The residual stream [B, T, H] at <paramref name="layer"/> (0 = embeddings, i + 1 = after block i).</summary>
     void Observe(int layer, Tensor hidden);
 
